@@ -1,0 +1,130 @@
+"""The `workbench` command: thin click commands that parse, call the library and print.
+
+TensorFlow is imported only inside the commands that train or load models, so
+that `workbench --help` and `workbench validate` start fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from importlib import resources
+from pathlib import Path
+
+import click
+
+from workbench.errors import WorkbenchError
+
+USAGE_ERROR = 2
+INTERRUPTED = 130
+DEFAULT_RUNS_DIR = "runs"
+
+
+class WorkbenchGroup(click.Group):
+    """Turns the library's errors into their message and exit status 2, never a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except WorkbenchError as error:
+            click.echo(str(error), err=True)
+            ctx.exit(USAGE_ERROR)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(INTERRUPTED)
+
+
+overrides_option = click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="FIELD.PATH=VALUE",
+    help="Override a recipe field, e.g. --set data.batch_size=64 (repeatable).",
+)
+runs_dir_option = click.option(
+    "--runs-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=lambda: os.environ.get("WORKBENCH_RUNS", DEFAULT_RUNS_DIR),
+    show_default="runs, or $WORKBENCH_RUNS",
+    help="Folder that holds the run directories.",
+)
+
+
+@click.group(cls=WorkbenchGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="workbench")
+def main():
+    """Transfer learning and meta-learning from YAML recipes (Keras 3)."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+
+
+@main.command()
+@click.argument("recipe", type=click.Path(path_type=Path))
+@overrides_option
+@runs_dir_option
+def run(recipe: Path, overrides: tuple[str, ...], runs_dir: Path):
+    """Train what RECIPE describes; print the new run directory."""
+    from workbench.recipe import load_recipe
+    from workbench.runner import run_recipe
+
+    run_dir = run_recipe(load_recipe(recipe, overrides), recipe, runs_dir)
+    click.echo(str(run_dir))
+
+
+@main.command()
+@click.argument("recipes", nargs=-1, required=True, type=click.Path(path_type=Path))
+@overrides_option
+@click.option("--plan", is_flag=True, help="Also build each model (no weights, nothing trained) and print its phases.")
+def validate(recipes: tuple[Path, ...], overrides: tuple[str, ...], plan: bool):
+    """Check recipe files; one line per file, exit status 2 if any is invalid."""
+    from workbench.recipe import load_recipe
+
+    failed = False
+    for path in recipes:
+        try:
+            recipe = load_recipe(path, overrides)
+        except WorkbenchError as error:
+            click.echo(str(error), err=True)
+            failed = True
+            continue
+        click.echo(f"{path}: ok ({recipe.kind}: {recipe.name})")
+        if plan:
+            from workbench.plan import describe_plan
+
+            click.echo(describe_plan(recipe))
+    if failed:
+        sys.exit(USAGE_ERROR)
+
+
+@main.command()
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write to this file instead of printing.")
+def schema(output: Path | None):
+    """Print the JSON Schema of recipes, for editors that complete YAML."""
+    from workbench.recipe import json_schema
+
+    text = json.dumps(json_schema(), indent=2) + "\n"
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        output.write_text(text)
+
+
+@main.command()
+@click.option("--kind", type=click.Choice(["transfer", "meta"]), default="transfer", show_default=True)
+@click.argument("path", required=False, type=click.Path(dir_okay=False, path_type=Path))
+def init(kind: str, path: Path | None):
+    """Write a commented starter recipe to PATH (default: KIND.yaml); never overwrites."""
+    path = path or Path(f"{kind}.yaml")
+    template = resources.files("workbench").joinpath("templates", f"{kind}.yaml").read_text()
+    schema_file = resources.files("workbench").joinpath("recipe.schema.json")
+    try:
+        with open(path, "x") as file:
+            file.write(template.replace("{schema}", str(schema_file)))
+    except FileExistsError:
+        raise WorkbenchError(f"{path}: already exists; choose another path or remove it first") from None
+    click.echo(f"wrote {path}; check it with: workbench validate {path}")
+
+
+if __name__ == "__main__":
+    main()

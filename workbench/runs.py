@@ -1,0 +1,174 @@
+"""Run directories: where everything a run produces is written, atomically.
+
+A run directory is new for every run and never overwritten. Every file in it
+is written to a temporary file first and renamed into place, so a crash at any
+moment leaves the previous file or the new one, never a truncated one.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import platform
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from workbench.errors import RunError
+
+MODEL_FILE = "model.keras"
+RECIPE_FILE = "recipe.yaml"
+MANIFEST_FILE = "manifest.json"
+METRICS_FILE = "metrics.json"
+HISTORY_FILE = "history.csv"
+CLASSES_FILE = "classes.json"
+CHECKPOINTS_DIR = "checkpoints"
+LOGS_DIR = "logs"
+
+STATUSES = ("running", "finished", "failed", "interrupted")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file in the same folder."""
+    path = Path(path)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: Path, value: Any) -> None:
+    atomic_write_text(path, json.dumps(value, indent=2, sort_keys=False) + "\n")
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    versions = {"python": platform.python_version()}
+    for package in ("workbench", "tensorflow", "keras", "numpy"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
+
+
+def check_writable(folder: Path) -> None:
+    """Fail before any training when run directories cannot be written under `folder`."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise RunError(f"{folder}: cannot write run directories here ({error.strerror}); choose another --runs-dir") from None
+
+
+class Run:
+    """One run directory and its manifest."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    @classmethod
+    def create(cls, runs_dir: Path, name: str) -> Run:
+        """Make a new, uniquely named run directory under `runs_dir`."""
+        check_writable(runs_dir)
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        for attempt in range(1000):
+            path = Path(runs_dir) / (f"{name}-{stamp}" + (f"-{attempt}" if attempt else ""))
+            try:
+                path.mkdir()
+            except FileExistsError:
+                continue
+            (path / CHECKPOINTS_DIR).mkdir()
+            (path / LOGS_DIR).mkdir()
+            return cls(path)
+        raise RunError(f"{runs_dir}: cannot find a free run directory name for {name}")
+
+    @classmethod
+    def open(cls, path: Path) -> Run:
+        """An existing run directory; raises `RunError` when it is not one."""
+        run = cls(path)
+        if not (run.path / MANIFEST_FILE).is_file():
+            raise RunError(f"{path}: not a run directory (no {MANIFEST_FILE}); pass a directory that `workbench run` printed")
+        return run
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.file(MANIFEST_FILE).read_text())
+        except (OSError, ValueError) as error:
+            raise RunError(f"{self.file(MANIFEST_FILE)}: unreadable manifest ({error})") from None
+
+    def start(self, recipe, recipe_yaml: str) -> None:
+        """Record the resolved recipe and mark the run as running."""
+        atomic_write_text(self.file(RECIPE_FILE), recipe_yaml)
+        atomic_write_json(
+            self.file(MANIFEST_FILE),
+            {
+                "status": "running",
+                "kind": recipe.kind,
+                "name": recipe.name,
+                "seed": recipe.seed,
+                "recipe_sha256": hashlib.sha256(recipe_yaml.encode()).hexdigest(),
+                "created": _now(),
+                "updated": _now(),
+                "versions": _versions(),
+            },
+        )
+
+    def mark(self, status: str, **fields: Any) -> None:
+        if status not in STATUSES:
+            raise ValueError(f"Expected a status in {STATUSES}. Received: status={status!r}")
+        manifest = self.manifest
+        manifest.update(fields, status=status, updated=_now())
+        atomic_write_json(self.file(MANIFEST_FILE), manifest)
+
+    def write_json(self, name: str, value: Any) -> None:
+        atomic_write_json(self.file(name), value)
+
+    def read_json(self, name: str) -> Any:
+        path = self.file(name)
+        if not path.is_file():
+            raise RunError(f"{self.path}: no {name}; the run did not finish")
+        return json.loads(path.read_text())
+
+    def load_recipe(self):
+        """The resolved recipe this run was made from."""
+        from workbench.recipe import load_recipe
+
+        return load_recipe(self.file(RECIPE_FILE))
+
+
+def latest_finished(runs_dir: Path, recipe_yaml: str) -> Run | None:
+    """The newest finished run under `runs_dir` whose resolved recipe is `recipe_yaml`."""
+    digest = hashlib.sha256(recipe_yaml.encode()).hexdigest()
+    found = []
+    for manifest_path in Path(runs_dir).glob(f"*/{MANIFEST_FILE}"):
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (OSError, ValueError):
+            continue
+        if manifest.get("status") == "finished" and manifest.get("recipe_sha256") == digest:
+            found.append((manifest.get("updated", ""), manifest_path.parent))
+    return Run(max(found)[1]) if found else None

@@ -57,6 +57,8 @@ runs_dir_option = click.option(
 def main():
     """Transfer learning and meta-learning from YAML recipes (Keras 3)."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    # TensorFlow's C++ start-up chatter (CPU features, missing CUDA) is not the user's concern.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 @main.command()

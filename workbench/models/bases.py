@@ -16,6 +16,7 @@ from workbench.errors import ModelError
 from workbench.models.preprocessing import preprocessing_layers, scale_to_unit
 
 BACKBONE = "backbone"
+BUILTIN_BATCHNORM_MOMENTUM = 0.9
 
 
 def build_backbone(base, image_shape: tuple[int, int, int], runs_dir: Path | None = None, weights: str | None = None) -> keras.Model:
@@ -32,11 +33,14 @@ def build_backbone(base, image_shape: tuple[int, int, int], runs_dir: Path | Non
         network = _application(base.name, image_shape, weights, base.layer)
         return _wrap(preprocessing_layers(base.name), network, image_shape)
     if base.source == "builtin":
-        from workbench.meta.builtin import build_conv4, build_mlp
+        from workbench.meta.builtin import HEAD_LAYER, build_conv4
 
-        build = {"conv4": build_conv4, "mlp": build_mlp}[base.name]
-        network = build(image_shape, 2)
-        network = keras.Model(network.inputs, network.get_layer("head").input, name=base.name)
+        network = build_conv4(image_shape, 2)
+        network = keras.Model(network.inputs, network.get_layer(HEAD_LAYER).input, name=base.name)
+        for layer in network.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                # Short trainings on small data: moving statistics that catch up within an epoch.
+                layer.momentum = BUILTIN_BATCHNORM_MOMENTUM
         if base.layer:
             network = cut(network, base.layer)
         return _wrap([scale_to_unit()], network, image_shape)

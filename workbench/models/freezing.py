@@ -51,7 +51,9 @@ def select(layers: list[keras.layers.Layer], selector) -> list[keras.layers.Laye
     chosen = [layer for layer in layers if pattern.search(layer.name)]
     if not chosen:
         near = difflib.get_close_matches(argument, names, n=5, cutoff=0.3)
-        raise ModelError(f"match: the pattern {argument!r} matches no layer of the base" + (f"; near matches: {', '.join(near)}" if near else ""))
+        raise ModelError(
+            f"match: the pattern {argument!r} matches no layer of the base" + (f"; near matches: {', '.join(near)}" if near else "")
+        )
     return chosen
 
 

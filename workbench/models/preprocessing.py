@@ -11,7 +11,17 @@ import keras
 import numpy as np
 
 # The families of keras.applications by what their `preprocess_input` does.
-_SCALE_TO_UNIT = ("MobileNet", "MobileNetV2", "InceptionV3", "InceptionResNetV2", "Xception", "NASNet", "ResNet50V2", "ResNet101V2", "ResNet152V2")
+_SCALE_TO_UNIT = (
+    "MobileNet",
+    "MobileNetV2",
+    "InceptionV3",
+    "InceptionResNetV2",
+    "Xception",
+    "NASNet",
+    "ResNet50V2",
+    "ResNet101V2",
+    "ResNet152V2",
+)
 _CAFFE = ("VGG16", "VGG19", "ResNet50", "ResNet101", "ResNet152")
 _TORCH = ("DenseNet",)
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)

@@ -110,7 +110,13 @@ def _parse(text: str, document: Document, at: FieldPath) -> Any:
 def _construct(node: yaml.Node, loader: yaml.SafeLoader, document: Document, path: FieldPath, budget: list[int]) -> Any:
     budget[0] -= 1
     if budget[0] < 0:
-        raise RecipeError([document.problem(path, f"more than {MAX_NODES} values once aliases are expanded; recipes never need that many (an alias bomb?)")])
+        raise RecipeError(
+            [
+                document.problem(
+                    path, f"more than {MAX_NODES} values once aliases are expanded; recipes never need that many (an alias bomb?)"
+                )
+            ]
+        )
     mark = node.start_mark
     document.values[path] = (document.origin, mark.line + 1, mark.column + 1)
     if isinstance(node, yaml.MappingNode):
@@ -185,7 +191,9 @@ def validate_document(document: Document, context: dict[str, Any]):
     if data is None:
         raise RecipeError([Problem(document.origin, 1, 1, "", "recipe is empty; expected a mapping with kind: transfer or kind: meta")])
     if not isinstance(data, dict):
-        raise RecipeError([document.problem((), f"the top level must be a mapping with kind: transfer or kind: meta. Received: a {type(data).__name__}")])
+        raise RecipeError(
+            [document.problem((), f"the top level must be a mapping with kind: transfer or kind: meta. Received: a {type(data).__name__}")]
+        )
     kind = data.get("kind")
     if kind is None:
         raise RecipeError([document.problem(("kind",), "field required; expected transfer or meta")])

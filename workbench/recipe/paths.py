@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import difflib
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 DATA_ROOT_VARIABLE = "WORKBENCH_DATA"
 DEFAULT_DATA_ROOT = "~/.workbench/data"

@@ -10,7 +10,7 @@ everything after loading can trust the types and that the files exist.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -41,6 +41,7 @@ APPLICATIONS = (
     "VGG16 VGG19 Xception"
 ).split()
 BUILTIN_NETS = ("mlp", "conv4")
+BUILTIN_BASES = ("conv4",)  # image bases; the mlp takes vectors
 ALGORITHMS = ("maml", "fomaml", "anil", "metasgd", "reptile")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SYNTHETIC_GENERATORS = ("glyphs",)
@@ -99,7 +100,12 @@ Selector = Annotated[
         json_schema_extra={
             "anyOf": [
                 {"enum": ["all", "none"]},
-                {"type": "object", "properties": {"last": {"type": "integer", "minimum": 0}}, "required": ["last"], "additionalProperties": False},
+                {
+                    "type": "object",
+                    "properties": {"last": {"type": "integer", "minimum": 0}},
+                    "required": ["last"],
+                    "additionalProperties": False,
+                },
                 {"type": "object", "properties": {"until": {"type": "string"}}, "required": ["until"], "additionalProperties": False},
                 {"type": "object", "properties": {"match": {"type": "string"}}, "required": ["match"], "additionalProperties": False},
             ]
@@ -121,8 +127,6 @@ def _image_size(value: list[int]) -> list[int]:
 
 
 ImageSize = Annotated[list[int], AfterValidator(_image_size)]
-
-
 
 
 class Augment(Section):
@@ -201,7 +205,7 @@ class Base(Section):
     @field_validator("name")
     @classmethod
     def _check_name(cls, value: str | None, info: ValidationInfo) -> str | None:
-        choices = {"applications": APPLICATIONS, "builtin": BUILTIN_NETS}.get(info.data.get("source"))
+        choices = {"applications": APPLICATIONS, "builtin": BUILTIN_BASES}.get(info.data.get("source"))
         if choices and value not in choices:
             raise ValueError(paths.unknown_name(f"{info.data['source']} base", value, choices))
         return value
@@ -412,5 +416,5 @@ class MetaRecipe(RecipeBase):
         return self
 
 
-Recipe = Annotated[Union[TransferRecipe, MetaRecipe], Field(discriminator="kind")]
+Recipe = Annotated[TransferRecipe | MetaRecipe, Field(discriminator="kind")]
 RECIPE_KINDS = {"transfer": TransferRecipe, "meta": MetaRecipe}

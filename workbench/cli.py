@@ -128,5 +128,27 @@ def init(kind: str, path: Path | None):
     click.echo(f"wrote {path}; check it with: workbench validate {path}")
 
 
+@main.command()
+@click.argument("run_dir", metavar="RUN", type=click.Path(path_type=Path))
+@click.option("--data", type=click.Path(path_type=Path), help="A folder or .zip of class folders to evaluate on instead.")
+def evaluate(run_dir: Path, data: Path | None):
+    """Evaluate a finished run; writes evaluation.json in RUN and prints a table."""
+    from workbench.evaluation import evaluate_run, format_report
+
+    click.echo(format_report(evaluate_run(run_dir, data)))
+
+
+@main.command()
+@click.argument("model", metavar="RUN|MODEL.keras", type=click.Path(path_type=Path))
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--top-k", default=3, show_default=True, type=click.IntRange(min=1))
+def predict(model: Path, images: tuple[Path, ...], top_k: int):
+    """Top-k classes, with probabilities, for each image."""
+    from workbench.evaluation import predict as predict_images
+
+    for path, ranked in predict_images(model, list(images), top_k):
+        click.echo(f"{path}: " + ", ".join(f"{name} {probability:.3f}" for name, probability in ranked))
+
+
 if __name__ == "__main__":
     main()

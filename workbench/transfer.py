@@ -26,9 +26,15 @@ from workbench.optimizers import learning_rate, make_optimizer
 log = logging.getLogger(__name__)
 
 
-def build_transfer_model(recipe, image_shape, classes: int, runs_dir: Path | None = None, weights: str | None = None) -> keras.Model:
-    """The classifier of a transfer recipe, with `freeze` applied."""
-    backbone = build_backbone(recipe.base, image_shape, runs_dir, weights=weights)
+def build_transfer_model(
+    recipe, image_shape, classes: int, runs_dir: Path | None = None, weights: str | None = None, backbone: keras.Model | None = None
+) -> keras.Model:
+    """The classifier of a transfer recipe, with `freeze` applied.
+
+    `backbone`, when given, stands in for the recipe's base (the plan builds a
+    `source: recipe` base from its recipe instead of running it).
+    """
+    backbone = backbone or build_backbone(recipe.base, image_shape, runs_dir, weights=weights)
     model = build_classifier(backbone, recipe.head, classes, recipe.data.augment, seed=recipe.seed)
     freezing.freeze(backbone, recipe.freeze.layers, recipe.freeze.batchnorm)
     return model

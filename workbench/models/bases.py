@@ -50,10 +50,10 @@ def build_backbone(base, image_shape: tuple[int, int, int], runs_dir: Path | Non
         from workbench.runner import run_or_reuse
 
         run_dir = run_or_reuse(Path(base.path), runs_dir or Path("runs"))
-        return _from_model(load_model(Path(run_dir) / "model.keras"), base.layer)
+        return backbone_of(load_model(Path(run_dir) / "model.keras"), base.layer)
     if base.source == "run":
-        return _from_model(load_model(Path(base.path) / "model.keras"), base.layer)
-    return _from_model(load_model(Path(base.path)), base.layer)
+        return backbone_of(load_model(Path(base.path) / "model.keras"), base.layer)
+    return backbone_of(load_model(Path(base.path)), base.layer)
 
 
 def load_model(path: Path) -> keras.Model:
@@ -111,7 +111,7 @@ def _wrap(preprocessing: list, network: keras.Model, image_shape) -> keras.Model
     return keras.Model(inputs, x, name=BACKBONE)
 
 
-def _from_model(model: keras.Model, layer: str | None) -> keras.Model:
+def backbone_of(model: keras.Model, layer: str | None = None) -> keras.Model:
     """A backbone from a loaded model: its own backbone if it has one, cut at `layer` if asked."""
     names = [sub.name for sub in model.layers]
     if BACKBONE in names:

@@ -85,7 +85,7 @@ def test_weights_loaded_from_a_file_path_equal_the_files_weights(weights_file):
     backbone = build_backbone(base, SHAPE)
     loaded = _network(backbone).get_weights()
     assert len(loaded) == len(expected)
-    for got, want in zip(loaded, expected):
+    for got, want in zip(loaded, expected, strict=True):
         np.testing.assert_array_equal(got, want)
 
 
@@ -239,7 +239,7 @@ def test_a_finished_run_is_the_base_of_the_next_recipe(finished_run, tmp_path):
     recipe = load_recipe(tmp_path / "next.yaml")
     model = build_transfer_model(recipe, SHAPE, 3)
     previous = keras.models.load_model(run_dir / runs.MODEL_FILE).get_layer(BACKBONE)
-    for got, want in zip(model.get_layer(BACKBONE).get_weights(), previous.get_weights()):
+    for got, want in zip(model.get_layer(BACKBONE).get_weights(), previous.get_weights(), strict=True):
         np.testing.assert_array_equal(got, want)
     assert not model.get_layer(BACKBONE).trainable_weights
 

@@ -63,7 +63,7 @@ def predict(model_path: Path, image_paths: list[Path], top_k: int = 3) -> list[t
     images = np.stack([load_image(path, (height, width), channels) for path in image_paths])
     probabilities = classifier.probabilities(images)
     results = []
-    for path, row in zip(image_paths, probabilities):
+    for path, row in zip(image_paths, probabilities, strict=True):
         best = np.argsort(row)[::-1][:top_k]
         results.append((str(path), [(classifier.class_names[i], float(row[i])) for i in best]))
     return results
@@ -133,7 +133,7 @@ def _recipe_examples(recipe):
     for name in ("test", "validation"):
         dataset = getattr(splits, name)
         if dataset is not None:
-            images, labels = zip(*((x.numpy(), y.numpy()) for x, y in dataset))
+            images, labels = zip(*((x.numpy(), y.numpy()) for x, y in dataset), strict=True)
             return np.concatenate(images), np.concatenate(labels), name
     raise DataError("the recipe's data has no test or validation split; pass --data FOLDER")
 

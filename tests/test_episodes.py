@@ -29,7 +29,7 @@ def tagged_classes(counts: list[int], size: int = 4) -> list[np.ndarray]:
 
 def identities(x: np.ndarray) -> np.ndarray:
     """(class, image) of each example in float episodes of tagged images: [..., 2]."""
-    return np.rint(x[..., 0, :2, 0] * 255).astype(int)
+    return np.rint(x[..., 0, :2, 0]).astype(int)
 
 
 # split_classes
@@ -154,7 +154,7 @@ def test_episode_shapes_dtypes_and_range():
     assert episodes.query_x.shape == (7, 12, 5, 5, 1)
     assert episodes.support_x.dtype == episodes.query_x.dtype == np.float32
     assert episodes.support_y.dtype == episodes.query_y.dtype == np.int32
-    assert 0.0 <= episodes.support_x.min() and episodes.query_x.max() <= 1.0
+    assert 0.0 <= episodes.support_x.min() and episodes.query_x.max() <= 255.0
     np.testing.assert_array_equal(episodes.support_y, np.tile([0, 0, 1, 1, 2, 2], (7, 1)))
     np.testing.assert_array_equal(episodes.query_y, np.tile(np.repeat([0, 1, 2], 4), (7, 1)))
 
@@ -223,7 +223,7 @@ def test_glyph_episodes():
     sampler = EpisodeSampler(list(images.reshape(12, 6, 16, 16, 1)), ways=5, shots=1, queries=5, seed=0)
     episodes = sampler.sample(2)
     assert episodes.query_x.shape == (2, 25, 16, 16, 1)
-    assert episodes.support_x.max() == 1.0
+    assert episodes.support_x.max() == 255.0
 
 
 @pytest.mark.skipif(not OMNIGLOT_SMALL1.exists(), reason=f"Omniglot not found at {OMNIGLOT_SMALL1}")

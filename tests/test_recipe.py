@@ -115,7 +115,12 @@ MALFORMED = [
     ("unknown top key", TRANSFER + "schedul: []\n", 11, "schedul"),
     ("unknown nested key", _replace("  image_size", "  batch_sze: 3\n  image_size"), 5, "data.batch_sze"),
     ("unknown phase key", _replace("{name: head, epochs: 1}", "{name: head, epochs: 1, lr: 0.1}"), 10, "schedule.0.lr"),
-    ("missing data", "\n".join(line for line in TRANSFER.splitlines() if not line.startswith(("data", "  source: syn", "  name: gly", "  image"))), 1, "data"),
+    (
+        "missing data",
+        "\n".join(line for line in TRANSFER.splitlines() if not line.startswith(("data", "  source: syn", "  name: gly", "  image"))),
+        1,
+        "data",
+    ),
     ("missing schedule", TRANSFER.split("schedule:")[0], 1, "schedule"),
     ("empty schedule", _replace("  - {name: head, epochs: 1}\n", "  []\n"), 10, "schedule"),
     ("phase without epochs", _replace("{name: head, epochs: 1}", "{name: head}"), 10, "schedule.0.epochs"),

@@ -132,7 +132,22 @@ def init(kind: str, path: Path | None):
 @click.argument("run_dir", metavar="RUN", type=click.Path(path_type=Path))
 @click.option("--data", type=click.Path(path_type=Path), help="A folder or .zip of class folders to evaluate on instead.")
 def evaluate(run_dir: Path, data: Path | None):
-    """Evaluate a finished run; writes evaluation.json in RUN and prints a table."""
+    """Evaluate a finished run; writes evaluation.json in RUN and prints a table.
+
+    Transfer runs: loss, accuracy, per-class precision and recall, confusion
+    matrix. Meta runs: the meta-test protocol again (mean and 95% interval).
+    """
+    from workbench.runs import Run
+
+    if Run.open(run_dir).manifest.get("kind") == "meta":
+        from workbench.meta.runner import evaluate_meta_run
+
+        report = evaluate_meta_run(run_dir)
+        for entry in report["evaluation"]:
+            click.echo(
+                f"{report['metric']} after {entry['steps']} steps: {entry['mean']:.4f} ± {entry['ci95']:.4f} ({entry['tasks']} tasks)"
+            )
+        return
     from workbench.evaluation import evaluate_run, format_report
 
     click.echo(format_report(evaluate_run(run_dir, data)))
@@ -148,6 +163,29 @@ def predict(model: Path, images: tuple[Path, ...], top_k: int):
 
     for path, ranked in predict_images(model, list(images), top_k):
         click.echo(f"{path}: " + ", ".join(f"{name} {probability:.3f}" for name, probability in ranked))
+
+
+@main.command()
+@click.argument("run_dir", metavar="RUN", type=click.Path(path_type=Path))
+@click.option(
+    "--support", required=True, type=click.Path(path_type=Path), help="Labelled support set: a folder or .zip, one sub-folder per class."
+)
+@click.option("--steps", type=click.IntRange(min=1), help="Adaptation steps (default: the most the recipe evaluates).")
+@click.option(
+    "--output", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Where to write the adapted MODEL.keras."
+)
+def adapt(run_dir: Path, support: Path, steps: int | None, output: Path):
+    """Adapt a meta-learned initialisation to a new task; write a Keras classifier."""
+    from workbench.meta.runner import adapt_run
+
+    if output.suffix != ".keras":
+        raise WorkbenchError(f"{output}: the output must end in .keras")
+    if output.exists():
+        raise WorkbenchError(f"{output}: already exists; choose another path or remove it first")
+    result = adapt_run(run_dir, support, steps, output)
+    click.echo(
+        f"adapted to {len(result['classes'])} classes from {result['support']} images in {result['steps']} steps: {result['output']}"
+    )
 
 
 if __name__ == "__main__":

@@ -139,8 +139,9 @@ class EpisodeSampler:
     Each task picks `ways` distinct classes in random order (the order gives labels
     0..ways-1, so a class's label changes from task to task) and, per class, `shots`
     support and `queries` query images, all distinct. Examples are grouped by label:
-    `support_y` of every task is `[0]*shots + [1]*shots + ...`. Images are scaled to
-    float32 in [0, 1].
+    `support_y` of every task is `[0]*shots + [1]*shots + ...`. Images are float32
+    raw pixel values in [0, 255]: models hold their own scaling, as saved models
+    take raw images.
 
     Args:
         images_by_class: one uint8 array `[n_i, H, W, C]` per class, all the same H, W, C.
@@ -189,6 +190,7 @@ class EpisodeSampler:
                     f"Received: class={name!r}, images={len(images)}, shots={shots}, queries={queries}"
                 )
         self._classes = list(images_by_class)
+        self.class_names: tuple[str, ...] = tuple(names)
         self.ways, self.shots, self.queries = ways, shots, queries
         self.image_shape: tuple[int, ...] = tuple(shape)
         self._rng = np.random.default_rng(seed)
@@ -224,8 +226,6 @@ class EpisodeSampler:
                 picked = images[rng.choice(len(images), shots + queries, replace=False)]
                 support_x[task, label * shots : (label + 1) * shots] = picked[:shots]
                 query_x[task, label * queries : (label + 1) * queries] = picked[shots:]
-        np.divide(support_x, 255.0, out=support_x)
-        np.divide(query_x, 255.0, out=query_x)
         labels = np.arange(ways, dtype=np.int32)
         return Episodes(
             support_x=support_x,

@@ -40,10 +40,7 @@ APPLICATIONS = (
     "ResNet101 ResNet101V2 ResNet152 ResNet152V2 ResNet50 ResNet50V2 "
     "VGG16 VGG19 Xception"
 ).split()
-BUILTIN_NETS = ("mlp", "conv4")
 BUILTIN_BASES = ("conv4",)  # image bases; the mlp takes vectors
-ALGORITHMS = ("maml", "fomaml", "anil", "metasgd", "reptile")
-OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SYNTHETIC_GENERATORS = ("glyphs",)
 
 
@@ -399,7 +396,7 @@ class MetaRecipe(RecipeBase):
     """Meta-learning (MAML family, Reptile) over a distribution of few-shot tasks."""
 
     kind: Literal["meta"]
-    algorithm: Literal["maml", "fomaml", "anil", "metasgd", "reptile"] = "maml"
+    algorithm: Literal["maml", "fomaml", "anil", "metasgd", "reptile", "pretrain"] = "maml"
     tasks: Tasks
     model: MetaModel
     inner: Inner = Inner()
@@ -413,6 +410,12 @@ class MetaRecipe(RecipeBase):
             raise ValueError("sinusoid tasks need model: {builtin: mlp}")
         if not regression and self.model.builtin == "mlp":
             raise ValueError("image tasks need a convolutional model: builtin: conv4, or a base")
+        if self.algorithm == "pretrain" and not regression:
+            raise ValueError(
+                "algorithm pretrain (joint training, then fine-tuning) needs regression tasks; for images, use a transfer recipe as the baseline"
+            )
+        if self.algorithm in ("reptile", "metasgd") and (self.inner.multi_step_loss or self.inner.learn_rates):
+            raise ValueError(f"inner.multi_step_loss and inner.learn_rates are MAML++ options; they do not apply to {self.algorithm}")
         return self
 
 

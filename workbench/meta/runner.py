@@ -1,0 +1,243 @@
+"""The outer loop of a meta recipe, its evaluation protocol, and reloading its learner.
+
+Meta-training samples a meta-batch of tasks per iteration, meta-validates on a
+fixed set of tasks every `evaluation.every` iterations and keeps the best
+checkpoint; the best weights are then evaluated on `evaluation.tasks` fixed
+meta-test tasks, as the papers do (mean and 95% interval per step count).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+
+import keras
+import numpy as np
+
+from workbench import runs
+from workbench.meta.learner import MetaLearner, summarize
+from workbench.meta.rates import INNER_RATES_FILE
+from workbench.meta.tasks import TaskDistribution, build_tasks
+from workbench.optimizers import learning_rate, make_optimizer
+from workbench.transfer import HistoryFile, save_model
+
+log = logging.getLogger(__name__)
+
+ADAPTATION_FILE = "adaptation.json"
+BEST_WEIGHTS = "best.weights.h5"
+BEST_RATES = "best_inner_rates.npz"
+VALIDATION_SEED = 1
+TEST_SEED = 2
+
+
+def build_meta_model(recipe, tasks: TaskDistribution) -> keras.Model:
+    """The network whose initialisation is meta-learned; its last layer is named `head`."""
+    from workbench.meta.builtin import HEAD_LAYER, build_conv4, build_mlp
+
+    if recipe.model.builtin == "mlp":
+        return build_mlp(tasks.input_shape, tasks.outputs)
+    if recipe.model.builtin == "conv4":
+        return _with_scaling(build_conv4(tasks.input_shape, tasks.outputs))
+    from workbench.models import freezing
+    from workbench.models.bases import build_backbone
+
+    backbone = build_backbone(recipe.model.base, tasks.input_shape)
+    freezing.freeze(backbone, recipe.model.freeze.layers, recipe.model.freeze.batchnorm)
+    inputs = keras.Input(tasks.input_shape, name="image")
+    x = backbone(inputs)
+    for index, units in enumerate(recipe.model.head.units):
+        x = keras.layers.Dense(units, activation=recipe.model.head.activation, name=f"head_dense_{index}")(x)
+    outputs = keras.layers.Dense(tasks.outputs, name=HEAD_LAYER)(x)
+    return keras.Model(inputs, outputs, name="meta_model")
+
+
+def _with_scaling(network: keras.Model) -> keras.Model:
+    """`network` (a chain of layers) taking raw [0, 255] pixels: a Rescaling layer in front."""
+    from workbench.models.preprocessing import scale_to_unit
+
+    inputs = keras.Input(network.input_shape[1:], name="image")
+    x = scale_to_unit()(inputs)
+    for layer in network.layers[1:]:
+        x = layer(x)
+    return keras.Model(inputs, x, name=network.name)
+
+
+def build_learner(recipe, model: keras.Model, tasks: TaskDistribution) -> MetaLearner:
+    outer = recipe.outer
+    rate = learning_rate(outer.learning_rate, outer.lr_schedule, outer.iterations)
+    pretrain = recipe.algorithm == "pretrain"  # the transfer baseline: no inner loop in training
+    return MetaLearner(
+        model,
+        algorithm="maml" if pretrain else recipe.algorithm,
+        inner_steps=0 if pretrain else recipe.inner.steps,
+        inner_learning_rate=recipe.inner.learning_rate,
+        first_order=True if recipe.inner.first_order or pretrain else None,
+        loss=tasks.loss,
+        optimizer=make_optimizer(outer.optimizer, rate),
+        multi_step_loss=recipe.inner.multi_step_loss,
+        learn_inner_rates=recipe.inner.learn_rates,
+    )
+
+
+def evaluate_learner(learner: MetaLearner, sampler, tasks: int, steps: list[int], seed: int) -> list[dict]:
+    """Adapt to `tasks` fixed tasks and report the query metric per step count."""
+    values: dict[int, list[np.ndarray]] = {step: [] for step in steps}
+    for chunk in sampler.fixed_tasks(tasks, seed=seed, chunk_size=50):
+        for step, per_task in learner.evaluate(chunk, steps=steps).items():
+            values[step].append(np.asarray(per_task))
+    results = []
+    for step in steps:
+        mean, ci95 = summarize(np.concatenate(values[step]))
+        results.append({"steps": step, "mean": float(mean), "ci95": float(ci95), "tasks": tasks})
+    return results
+
+
+def train_meta(recipe, run: runs.Run) -> dict:
+    """Meta-train `recipe` in `run`; return its metrics."""
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(recipe.seed)
+    tasks = build_tasks(recipe.tasks, recipe.seed)
+    learner = build_learner(recipe, build_meta_model(recipe, tasks), tasks)
+    outer, evaluation = recipe.outer, recipe.evaluation
+    better = (lambda new, old: new < old) if tasks.regression else (lambda new, old: new > old)
+    best = None
+    history = HistoryFile(run.file(runs.HISTORY_FILE))
+    writer = tf.summary.create_file_writer(str(run.file(runs.LOGS_DIR)))
+    progress = keras.utils.Progbar(
+        outer.iterations, stateful_metrics=["loss", tasks.metric, "val", "it/s"], verbose=1 if sys.stdout.isatty() else 0
+    )
+    started = time.perf_counter()
+    log_every = max(1, min(evaluation.every, 100))
+    for iteration in range(1, outer.iterations + 1):
+        result = learner.train_step(tasks.samplers["train"].sample(outer.meta_batch_size))
+        loss, metric = float(result["loss"]), float(result["metric"])
+        if not np.isfinite(loss):
+            raise FloatingPointError(f"meta-loss became {loss} at iteration {iteration}; lower outer.learning_rate or inner.learning_rate")
+        values = [("loss", loss), (tasks.metric, metric), ("it/s", iteration / (time.perf_counter() - started))]
+        row = None
+        if iteration % log_every == 0 or iteration == outer.iterations:
+            row = {
+                "phase": "meta-train",
+                "iteration": iteration,
+                "loss": loss,
+                tasks.metric: metric,
+                "iterations_per_second": values[-1][1],
+            }
+        if iteration % evaluation.every == 0 or iteration == outer.iterations:
+            (validation,) = evaluate_learner(
+                learner, tasks.samplers["validation"], evaluation.validation_tasks, [recipe.inner.steps], VALIDATION_SEED
+            )
+            row = {**(row or {"phase": "meta-train", "iteration": iteration}), f"val_{tasks.metric}": validation["mean"]}
+            values.append(("val", validation["mean"]))
+            if best is None or better(validation["mean"], best["mean"]):
+                best = {"iteration": iteration, **validation}
+                learner.model.save_weights(run.file(runs.CHECKPOINTS_DIR) / BEST_WEIGHTS)
+                learner.save_inner_rates(run.file(runs.CHECKPOINTS_DIR) / BEST_RATES)
+            log.info(
+                "iteration %d: loss %.4f, meta-validation %s %.4f (best %.4f at %d)",
+                iteration,
+                loss,
+                tasks.metric,
+                validation["mean"],
+                best["mean"],
+                best["iteration"],
+            )
+        if row is not None:
+            history.append(row)
+            with writer.as_default(step=iteration):
+                for name, value in row.items():
+                    if name not in ("phase", "iteration"):
+                        tf.summary.scalar(name, value)
+        progress.update(iteration, values)
+    writer.flush()
+    training_seconds = time.perf_counter() - started
+    learner.model.load_weights(run.file(runs.CHECKPOINTS_DIR) / BEST_WEIGHTS)
+    learner.load_inner_rates(run.file(runs.CHECKPOINTS_DIR) / BEST_RATES)
+    started = time.perf_counter()
+    results = evaluate_learner(learner, tasks.samplers["test"], evaluation.tasks, evaluation.steps, TEST_SEED)
+    metrics = {
+        "metric": tasks.metric,
+        "evaluation": results,
+        "best_validation": best,
+        "training_seconds": training_seconds,
+        "evaluation_seconds": time.perf_counter() - started,
+        "classes": tasks.classes,
+    }
+    save_model(learner.export_model(), run.file(runs.MODEL_FILE))
+    learner.save_inner_rates(run.file(INNER_RATES_FILE))
+    run.write_json(ADAPTATION_FILE, adaptation_settings(recipe, tasks))
+    run.write_json(runs.METRICS_FILE, metrics)
+    for entry in results:
+        log.info(
+            "meta-test %s after %d steps: %.4f ± %.4f (%d tasks)",
+            tasks.metric,
+            entry["steps"],
+            entry["mean"],
+            entry["ci95"],
+            entry["tasks"],
+        )
+    return metrics
+
+
+def adaptation_settings(recipe, tasks: TaskDistribution) -> dict:
+    """What adapting the saved initialisation needs, beside `model.keras` and the inner rates."""
+    return {
+        "algorithm": recipe.algorithm,
+        "steps": recipe.inner.steps,
+        "inner_learning_rate": recipe.inner.learning_rate,
+        "learned_rates": INNER_RATES_FILE if (recipe.algorithm == "metasgd" or recipe.inner.learn_rates) else None,
+        "loss": tasks.loss,
+        "metric": tasks.metric,
+        "ways": tasks.outputs if not tasks.regression else None,
+        "input_shape": list(tasks.input_shape),
+    }
+
+
+def load_learner(run: runs.Run):
+    """The recipe, task distribution and learner of a finished meta run, ready to adapt."""
+    from workbench.models.bases import load_model
+
+    recipe = run.load_recipe()
+    tasks = build_tasks(recipe.tasks, recipe.seed)
+    learner = build_learner(recipe, load_model(run.file(runs.MODEL_FILE)), tasks)
+    learner.load_inner_rates(run.file(INNER_RATES_FILE))
+    return recipe, tasks, learner
+
+
+def evaluate_meta_run(run_path) -> dict:
+    """Rerun the meta-test protocol of a finished run; writes `evaluation.json`."""
+    run = runs.Run.open(run_path)
+    recipe, tasks, learner = load_learner(run)
+    results = evaluate_learner(learner, tasks.samplers["test"], recipe.evaluation.tasks, recipe.evaluation.steps, TEST_SEED)
+    report = {"metric": tasks.metric, "evaluation": results}
+    run.write_json("evaluation.json", report)
+    return report
+
+
+def adapt_run(run_path, support_path, steps: int | None, output) -> dict:
+    """Adapt a meta run's initialisation to a labelled support set; save a Keras classifier.
+
+    The classifier takes raw images and outputs class probabilities; its class
+    names go beside it in `<output>.classes.json` for `workbench predict`.
+    """
+    from workbench.data.images import ImageFolder
+    from workbench.errors import DataError
+
+    run = runs.Run.open(run_path)
+    recipe, tasks, learner = load_learner(run)
+    if tasks.regression:
+        raise DataError(f"{run_path}: adapt takes a class-per-folder support set; this run learned {recipe.tasks.source} regression")
+    folder = ImageFolder.open(support_path)
+    if len(folder.classes) != tasks.outputs:
+        raise DataError(f"{support_path}: has {len(folder.classes)} classes; the run was meta-trained for {tasks.outputs}-way tasks")
+    loaded = folder.load(image_size=tuple(recipe.tasks.image_size), channels=recipe.tasks.channels)
+    steps = steps or max(recipe.evaluation.steps)
+    adapted = learner.adapt(loaded.images.astype("float32"), loaded.labels, steps=steps)
+    probabilities = keras.layers.Softmax(name="probabilities")(adapted.outputs[0])
+    classifier = keras.Model(adapted.inputs, probabilities, name="adapted_classifier")
+    save_model(classifier, output)
+    runs.atomic_write_text(output.with_suffix(".classes.json"), json.dumps(list(loaded.class_names)))
+    return {"classes": list(loaded.class_names), "support": len(loaded.labels), "steps": steps, "output": str(output)}

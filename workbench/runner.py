@@ -22,7 +22,7 @@ def run_recipe(recipe, recipe_path: Path, runs_dir: Path) -> Path:
         else:
             from workbench.meta.runner import train_meta
 
-            train_meta(recipe, run)
+            train_meta(recipe, run, runs_dir=Path(runs_dir))
     except KeyboardInterrupt:
         run.mark("interrupted")
         raise

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 
 import numpy as np
 
@@ -83,7 +84,15 @@ def _in_memory_source(data, seed: int):
     else:
         from workbench.data.images import ImageFolder
 
-        loaded = ImageFolder.open(data.path).load(image_size=tuple(data.image_size), channels=data.channels)
+        folder = ImageFolder.open(data.path)
+        classes = folder.classes
+        if data.include is not None:
+            classes = [name for name in classes if re.search(data.include, name)]
+            if len(classes) < 2:
+                raise DataError(
+                    f"include {data.include!r} keeps {len(classes)} of the {len(folder.classes)} classes of {data.path}; a classifier needs 2 or more"
+                )
+        loaded = folder.load(classes, image_size=tuple(data.image_size), channels=data.channels)
         if loaded.stats.skipped:
             log.warning("skipped %d unreadable image files in %s, e.g. %s", loaded.stats.skipped, data.path, loaded.stats.skipped_files[0])
         images, labels, names = loaded.images, loaded.labels, list(loaded.class_names)

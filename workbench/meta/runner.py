@@ -32,7 +32,7 @@ VALIDATION_SEED = 1
 TEST_SEED = 2
 
 
-def build_meta_model(recipe, tasks: TaskDistribution) -> keras.Model:
+def build_meta_model(recipe, tasks: TaskDistribution, runs_dir=None) -> keras.Model:
     """The network whose initialisation is meta-learned; its last layer is named `head`."""
     from workbench.meta.builtin import HEAD_LAYER, build_conv4, build_mlp
 
@@ -43,7 +43,7 @@ def build_meta_model(recipe, tasks: TaskDistribution) -> keras.Model:
     from workbench.models import freezing
     from workbench.models.bases import build_backbone
 
-    backbone = build_backbone(recipe.model.base, tasks.input_shape)
+    backbone = build_backbone(recipe.model.base, tasks.input_shape, runs_dir)
     freezing.freeze(backbone, recipe.model.freeze.layers, recipe.model.freeze.batchnorm)
     inputs = keras.Input(tasks.input_shape, name="image")
     x = backbone(inputs)
@@ -94,13 +94,13 @@ def evaluate_learner(learner: MetaLearner, sampler, tasks: int, steps: list[int]
     return results
 
 
-def train_meta(recipe, run: runs.Run) -> dict:
+def train_meta(recipe, run: runs.Run, runs_dir=None) -> dict:
     """Meta-train `recipe` in `run`; return its metrics."""
     import tensorflow as tf
 
     keras.utils.set_random_seed(recipe.seed)
     tasks = build_tasks(recipe.tasks, recipe.seed)
-    learner = build_learner(recipe, build_meta_model(recipe, tasks), tasks)
+    learner = build_learner(recipe, build_meta_model(recipe, tasks, runs_dir), tasks)
     outer, evaluation = recipe.outer, recipe.evaluation
     better = (lambda new, old: new < old) if tasks.regression else (lambda new, old: new > old)
     best = None

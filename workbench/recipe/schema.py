@@ -154,6 +154,7 @@ class Data(Section):
     validation: Number = 0.2
     test: Number = 0.0
     per_class: Annotated[int, Field(ge=1)] | None = None
+    include: str | None = None
     classes: Annotated[int, Field(ge=2)] = 10
     first_class: Annotated[int, Field(ge=0)] = 0
     samples: Annotated[int, Field(ge=2)] = 100
@@ -166,6 +167,16 @@ class Data(Section):
     @classmethod
     def _check_fraction(cls, value: float) -> float:
         return _fraction(value)
+
+    @field_validator("include")
+    @classmethod
+    def _check_include(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as error:
+                raise ValueError(f"include is not a valid regular expression ({error}). Received: include={value!r}") from None
+        return value
 
     @field_validator("path")
     @classmethod
@@ -185,6 +196,8 @@ class Data(Section):
             raise ValueError("a folder source needs path: a directory or .zip with one sub-folder per class")
         if self.source in ("tfds", "synthetic") and self.name is None:
             raise ValueError(f"a {self.source} source needs name")
+        if self.include is not None and self.source != "folder":
+            raise ValueError(f"include selects class folders; it needs source: folder. Received: source={self.source}")
         if self.validation + self.test >= 1:
             raise ValueError(f"validation + test must leave examples to train on. Received: validation={self.validation}, test={self.test}")
         return self

@@ -1,0 +1,94 @@
+"""Transfer data sources as tf.data: TFDS (mocked, as DESIGN.md asks), folders and zips, glyphs."""
+
+import zipfile
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from workbench.data.datasets import load_image_splits, split_per_class
+from workbench.errors import DataError, ModelError
+from workbench.models.bases import build_backbone
+from workbench.recipe.schema import Base, Data
+
+
+def test_split_per_class_is_stratified_disjoint_and_capped():
+    labels = np.repeat(np.arange(4), 20)
+    train, valid, test = split_per_class(labels, validation=0.25, test=0.25, per_class=3, seed=0)
+    assert not set(train) & set(valid) and not set(train) & set(test) and not set(valid) & set(test)
+    for label in range(4):
+        assert (labels[train] == label).sum() == 3
+        assert (labels[valid] == label).sum() == 5 and (labels[test] == label).sum() == 5
+    again = split_per_class(labels, validation=0.25, test=0.25, per_class=3, seed=0)
+    assert all(np.array_equal(a, b) for a, b in zip((train, valid, test), again, strict=True))
+
+
+def test_split_per_class_refuses_classes_too_small_to_split():
+    with pytest.raises(DataError, match="too few"):
+        split_per_class(np.array([0, 0, 1, 1]), validation=0.5, test=0.5, per_class=None, seed=0)
+
+
+def test_tfds_source_gives_class_names_and_resized_batches():
+    data = Data(
+        source="tfds", name="tf_flowers", splits={"train": "train[:80%]", "validation": "train[80%:]"}, image_size=[24, 24], batch_size=4
+    )
+    with tfds.testing.mock_data(num_examples=10):
+        splits = load_image_splits(data, seed=0)
+    assert splits.class_names == ["dandelion", "daisy", "tulips", "sunflowers", "roses"]
+    assert splits.image_shape == (24, 24, 3) and splits.counts["train"] == 10 and splits.test is None
+    images, labels = next(iter(splits.train))
+    assert images.shape == (4, 24, 24, 3) and images.dtype.name == "float32" and labels.shape == (4,)
+
+
+def _write_folder(root, classes, per_class, mode="L"):
+    rng = np.random.default_rng(0)
+    for name in classes:
+        (root / name).mkdir(parents=True)
+        for index in range(per_class):
+            pixels = rng.integers(0, 255, size=(20, 20, 4 if mode == "RGBA" else 3), dtype=np.uint8)
+            Image.fromarray(pixels, "RGBA" if mode == "RGBA" else "RGB").convert(mode).save(root / name / f"{index}.png")
+
+
+def test_folder_source_reads_zip_archives_and_selects_classes(tmp_path):
+    source = tmp_path / "letters"
+    _write_folder(source, ["greek/alpha", "greek/beta", "latin/a", "latin/b"], per_class=6, mode="RGBA")
+    archive = tmp_path / "letters.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for path in source.rglob("*.png"):
+            zipped.write(path, path.relative_to(tmp_path))
+    data = Data(
+        source="folder", path=str(archive), include="^latin/", image_size=[16, 16], channels=3, validation=0.2, test=0.2, batch_size=2
+    )
+    splits = load_image_splits(data, seed=1)
+    assert splits.class_names == ["latin/a", "latin/b"]
+    assert splits.counts == {"train": 8, "validation": 2, "test": 2}
+    images, _ = next(iter(splits.train))
+    assert images.shape[1:] == (16, 16, 3) and float(images.numpy().max()) > 1  # raw pixels, not scaled
+
+
+def test_include_that_keeps_too_few_classes_is_an_error(tmp_path):
+    _write_folder(tmp_path / "set", ["a", "b"], per_class=4)
+    data = Data(source="folder", path=str(tmp_path / "set"), include="^a$", image_size=[16, 16])
+    with pytest.raises(DataError, match="keeps 1 of the 2 classes"):
+        load_image_splits(data, seed=0)
+
+
+def test_glyph_source_draws_the_requested_classes():
+    data = Data(
+        source="synthetic", name="glyphs", classes=3, first_class=50, samples=10, image_size=[16, 16], channels=1, validation=0.2, test=0.2
+    )
+    splits = load_image_splits(data, seed=0)
+    assert splits.class_names == ["glyph-50", "glyph-51", "glyph-52"] and splits.image_shape == (16, 16, 1)
+    assert splits.counts == {"train": 18, "validation": 6, "test": 6}
+
+
+def test_hub_base_without_keras_hub_is_a_clear_error():
+    pytest.importorskip("keras", reason="keras is a dependency")
+    try:
+        import keras_hub  # noqa: F401
+    except ImportError:
+        with pytest.raises(ModelError, match="pip install 'workbench\\[hub\\]'"):
+            build_backbone(Base(source="hub", name="resnet_18_imagenet"), (32, 32, 3))
+    else:
+        pytest.skip("keras-hub is installed")

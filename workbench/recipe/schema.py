@@ -81,10 +81,7 @@ def _selector(value: Any) -> Any:
     elif key == "match":
         if not isinstance(arg, str):
             raise ValueError(f"match needs a regular expression. Received: match={arg!r}")
-        try:
-            re.compile(arg)
-        except re.error as error:
-            raise ValueError(f"match is not a valid regular expression ({error}). Received: match={arg!r}") from None
+        _regex(arg, "match")
     else:
         raise ValueError(f"{usage}. Received: {value!r}")
     return value
@@ -124,6 +121,32 @@ def _image_size(value: list[int]) -> list[int]:
 
 
 ImageSize = Annotated[list[int], AfterValidator(_image_size)]
+
+
+def _dataset_path(cls, value: str | None, info: ValidationInfo) -> str | None:
+    return None if value is None else paths.resolve_data(value, info.context)
+
+
+def _generator_name(cls, value: str | None, info: ValidationInfo) -> str | None:
+    if info.data.get("source") == "synthetic" and value is not None and value not in SYNTHETIC_GENERATORS:
+        raise ValueError(paths.unknown_name("synthetic generator", value, SYNTHETIC_GENERATORS))
+    return value
+
+
+def _check_source_fields(section) -> None:
+    """The fields a data or task source needs: a folder its path, TFDS and synthetic a name."""
+    if section.source == "folder" and section.path is None:
+        raise ValueError("a folder source needs path: a directory or .zip with one sub-folder per class")
+    if section.source in ("tfds", "synthetic") and section.name is None:
+        raise ValueError(f"a {section.source} source needs name")
+
+
+def _regex(value: str, field: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as error:
+        raise ValueError(f"{field} is not a valid regular expression ({error}). Received: {field}={value!r}") from None
+    return value
 
 
 class Augment(Section):
@@ -171,31 +194,14 @@ class Data(Section):
     @field_validator("include")
     @classmethod
     def _check_include(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as error:
-                raise ValueError(f"include is not a valid regular expression ({error}). Received: include={value!r}") from None
-        return value
+        return None if value is None else _regex(value, "include")
 
-    @field_validator("path")
-    @classmethod
-    def _resolve_path(cls, value: str | None, info: ValidationInfo) -> str | None:
-        return None if value is None else paths.resolve_data(value, info.context)
-
-    @field_validator("name")
-    @classmethod
-    def _check_generator(cls, value: str | None, info: ValidationInfo) -> str | None:
-        if info.data.get("source") == "synthetic" and value is not None and value not in SYNTHETIC_GENERATORS:
-            raise ValueError(paths.unknown_name("synthetic generator", value, SYNTHETIC_GENERATORS))
-        return value
+    _resolve_path = field_validator("path")(_dataset_path)
+    _check_generator = field_validator("name")(_generator_name)
 
     @model_validator(mode="after")
     def _check_source(self) -> Data:
-        if self.source == "folder" and self.path is None:
-            raise ValueError("a folder source needs path: a directory or .zip with one sub-folder per class")
-        if self.source in ("tfds", "synthetic") and self.name is None:
-            raise ValueError(f"a {self.source} source needs name")
+        _check_source_fields(self)
         if self.include is not None and self.source != "folder":
             raise ValueError(f"include selects class folders; it needs source: folder. Received: source={self.source}")
         if self.validation + self.test >= 1:
@@ -332,17 +338,8 @@ class Tasks(Section):
     channels: Literal[1, 3] = 1
     rotations: list[Literal[0, 90, 180, 270]] = [0]
 
-    @field_validator("path")
-    @classmethod
-    def _resolve_path(cls, value: str | None, info: ValidationInfo) -> str | None:
-        return None if value is None else paths.resolve_data(value, info.context)
-
-    @field_validator("name")
-    @classmethod
-    def _check_generator(cls, value: str | None, info: ValidationInfo) -> str | None:
-        if info.data.get("source") == "synthetic" and value is not None and value not in SYNTHETIC_GENERATORS:
-            raise ValueError(paths.unknown_name("synthetic generator", value, SYNTHETIC_GENERATORS))
-        return value
+    _resolve_path = field_validator("path")(_dataset_path)
+    _check_generator = field_validator("name")(_generator_name)
 
     @field_validator("validation", "test", mode="before")
     @classmethod
@@ -356,10 +353,7 @@ class Tasks(Section):
 
     @model_validator(mode="after")
     def _check_source(self) -> Tasks:
-        if self.source == "folder" and self.path is None:
-            raise ValueError("a folder source needs path: a directory or .zip with one sub-folder per class")
-        if self.source in ("tfds", "synthetic") and self.name is None:
-            raise ValueError(f"a {self.source} source needs name")
+        _check_source_fields(self)
         return self
 
 

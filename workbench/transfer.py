@@ -113,6 +113,7 @@ def _fit_phase(model: keras.Model, phase, label: str, recipe, data: ImageSplits,
         validation_data=validation,
         epochs=phase.epochs,
         callbacks=callbacks,
+        shuffle=False,  # the pipeline shuffles, with the recipe's seed
         verbose=1 if sys.stdout.isatty() else 2,
     )
     if checkpoint.exists():

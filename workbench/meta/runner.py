@@ -120,16 +120,32 @@ def train_meta(recipe, run: runs.Run, runs_dir=None) -> dict:
         validate = iteration % evaluation.every == 0 or iteration == outer.iterations
         row = None
         if validate or iteration % log_every == 0:
-            row = {"phase": "meta-train", "iteration": iteration, "loss": loss, tasks.metric: metric, "iterations_per_second": values[-1][1]}
+            row = {
+                "phase": "meta-train",
+                "iteration": iteration,
+                "loss": loss,
+                tasks.metric: metric,
+                "iterations_per_second": values[-1][1],
+            }
         if validate:
-            (validation,) = evaluate_learner(learner, tasks.samplers["validation"], evaluation.validation_tasks, [recipe.inner.steps], VALIDATION_SEED)
+            (validation,) = evaluate_learner(
+                learner, tasks.samplers["validation"], evaluation.validation_tasks, [recipe.inner.steps], VALIDATION_SEED
+            )
             row[f"val_{tasks.metric}"] = validation["mean"]
             values.append(("val", validation["mean"]))
             if best is None or better(validation["mean"], best["mean"]):
                 best = {"iteration": iteration, **validation}
                 learner.model.save_weights(run.file(runs.CHECKPOINTS_DIR) / BEST_WEIGHTS)
                 learner.save_inner_rates(run.file(runs.CHECKPOINTS_DIR) / BEST_RATES)
-            log.info("iteration %d: loss %.4f, meta-validation %s %.4f (best %.4f at %d)", iteration, loss, tasks.metric, validation["mean"], best["mean"], best["iteration"])
+            log.info(
+                "iteration %d: loss %.4f, meta-validation %s %.4f (best %.4f at %d)",
+                iteration,
+                loss,
+                tasks.metric,
+                validation["mean"],
+                best["mean"],
+                best["iteration"],
+            )
         if row is not None:
             history.append(row)
             with writer.as_default(step=iteration):

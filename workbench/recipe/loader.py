@@ -64,7 +64,8 @@ class Document:
 
 
 def dotted(path: FieldPath) -> str:
-    return ".".join(str(part) for part in path)
+    """`a.b.0.c`; a name with characters that would break the one-line message is quoted."""
+    return ".".join(str(part) if str(part).isprintable() else repr(part) for part in path)
 
 
 def read_document(path: str | Path) -> Document:
@@ -89,7 +90,14 @@ def read_document(path: str | Path) -> Document:
 
 
 def _parse(text: str, document: Document, at: FieldPath) -> Any:
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as error:  # a character YAML does not allow, found on reading
+        line = text.count("\n", 0, error.position) + 1
+        column = error.position - (text.rfind("\n", 0, error.position) + 1) + 1
+        raise RecipeError(
+            [Problem(document.origin, line, column, "", f"YAML syntax: character {error.character!r} is not allowed")]
+        ) from None
     try:
         node = loader.get_single_node()
         if node is None:
@@ -100,7 +108,7 @@ def _parse(text: str, document: Document, at: FieldPath) -> Any:
         message = " ".join(str(part) for part in (error.context, error.problem) if part)
         raise RecipeError([Problem(document.origin, mark.line + 1, mark.column + 1, "", f"YAML syntax: {message}")]) from None
     except yaml.YAMLError as error:
-        raise RecipeError([Problem(document.origin, 0, 0, "", f"YAML syntax: {error}")]) from None
+        raise RecipeError([Problem(document.origin, 0, 0, "", f"YAML syntax: {' '.join(str(error).split())}")]) from None
     except RecursionError:
         raise RecipeError([Problem(document.origin, 0, 0, "", "YAML nested too deeply")]) from None
     finally:

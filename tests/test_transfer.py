@@ -252,3 +252,35 @@ def test_validate_plan_prints_each_phase(finished_run):
     assert "BatchNorm frozen" in head and "adam learning rate 0.01" in head
     trainable = [int(line.split(" trainable")[0].split()[-1].replace(",", "")) for line in (head, fine_tune)]
     assert trainable[1] > trainable[0]
+
+
+BASE_RECIPE = """\
+kind: transfer
+name: tiny-base
+seed: 1
+data: {source: synthetic, name: glyphs, classes: 4, samples: 8, image_size: [16, 16], channels: 1, validation: 0.25}
+base: {source: builtin, name: conv4, weights: none}
+freeze: {layers: none, batchnorm: train}
+schedule: [{name: train, epochs: 1}]
+"""
+
+CHILD_RECIPE = """\
+kind: transfer
+name: tiny-child
+seed: 2
+data: {source: synthetic, name: glyphs, classes: 3, first_class: 100, samples: 8, image_size: [16, 16], channels: 1, validation: 0.25}
+base: {source: recipe, path: base.yaml}
+schedule: [{name: head, epochs: 1}]
+"""
+
+
+def test_a_recipe_base_is_run_once_then_reused_until_it_changes(tmp_path):
+    (tmp_path / "base.yaml").write_text(BASE_RECIPE)
+    (tmp_path / "child.yaml").write_text(CHILD_RECIPE)
+    runs_dir = tmp_path / "runs"
+    for _ in range(2):
+        run_recipe(load_recipe(tmp_path / "child.yaml"), tmp_path / "child.yaml", runs_dir)
+    assert len(list(runs_dir.glob("tiny-base-*"))) == 1 and len(list(runs_dir.glob("tiny-child-*"))) == 2
+    (tmp_path / "base.yaml").write_text(BASE_RECIPE.replace("seed: 1", "seed: 9"))
+    run_recipe(load_recipe(tmp_path / "child.yaml"), tmp_path / "child.yaml", runs_dir)
+    assert len(list(runs_dir.glob("tiny-base-*"))) == 2

@@ -132,3 +132,17 @@ def test_adapt_writes_a_classifier_that_predict_uses(glyph_run, tmp_path):
     assert predicted.exit_code == 0 and predicted.output.startswith(f"{image}: letter-")
     refused = CliRunner().invoke(main, ["adapt", str(glyph_run), "--support", str(support), "--output", str(output)])
     assert refused.exit_code == 2 and "already exists" in refused.output
+
+
+def test_tfds_tasks_split_classes_of_a_dataset():
+    import tensorflow_datasets as tfds
+
+    from workbench.recipe.schema import Tasks
+
+    tasks = Tasks(source="tfds", name="mnist", ways=2, shots=1, queries=2, validation=0.2, test=0.2, image_size=[28, 28])
+    with tfds.testing.mock_data(num_examples=200):
+        distribution = build_tasks(tasks, seed=0)
+    names = [set(sampler.class_names) for sampler in distribution.samplers.values()]
+    assert sum(len(n) for n in names) == len(set().union(*names)) == 10
+    episodes = distribution.samplers["test"].sample(3)
+    assert episodes.support_x.shape == (3, 2, 28, 28, 1) and episodes.query_y.shape == (3, 4)

@@ -30,11 +30,21 @@ LOGS_DIR = "logs"
 STATUSES = ("running", "finished", "failed", "interrupted")
 
 
+def _file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_FILE_MODE = _file_mode()
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` through a temporary file in the same folder."""
     path = Path(path)
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(temporary, _FILE_MODE)  # mkstemp makes files private; run files are not
         with os.fdopen(descriptor, "wb") as file:
             file.write(data)
             file.flush()

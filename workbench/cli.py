@@ -70,8 +70,17 @@ def run(recipe: Path, overrides: tuple[str, ...], runs_dir: Path):
     from workbench.recipe import load_recipe
     from workbench.runner import run_recipe
 
-    run_dir = run_recipe(load_recipe(recipe, overrides), recipe, runs_dir)
+    run_dir = run_recipe(load_recipe(recipe, overrides), recipe, runs_dir, overrides)
     click.echo(str(run_dir))
+
+
+@main.command()
+@click.argument("run_dir", metavar="RUN", type=click.Path(path_type=Path))
+def resume(run_dir: Path):
+    """Continue an interrupted or failed run from its last checkpoint."""
+    from workbench.runner import resume_run
+
+    click.echo(str(resume_run(run_dir)))
 
 
 @main.command()

@@ -1,28 +1,59 @@
-"""Run a validated recipe: make its run directory, dispatch by kind, record the outcome."""
+"""Run a validated recipe: make its run directory, dispatch by kind, record the outcome; resume one."""
 
 from __future__ import annotations
 
 import traceback
 from pathlib import Path
 
+import yaml
+
+from workbench.errors import RunError
 from workbench.recipe import to_yaml
 from workbench.runs import Run, latest_finished
 
 
-def run_recipe(recipe, recipe_path: Path, runs_dir: Path) -> Path:
+def run_recipe(recipe, recipe_path: Path, runs_dir: Path, overrides: tuple[str, ...] = ()) -> Path:
     """Train `recipe` in a new run directory under `runs_dir`; return that directory."""
     recipe_yaml = to_yaml(recipe)
     run = Run.create(runs_dir, recipe.name)
-    run.start(recipe, recipe_yaml)
+    run.start(recipe, recipe_yaml, recipe_path=Path(recipe_path).resolve(), overrides=list(overrides))
+    _execute(recipe, run, Path(runs_dir), resume=False)
+    return run.path
+
+
+def resume_run(run_path: Path) -> Path:
+    """Continue an unfinished run from its last resume point.
+
+    Refused when the run has finished, or when its recipe file (with the same
+    `--set` overrides) no longer resolves to the recipe the run started with.
+    """
+    run = Run.open(run_path)
+    manifest = run.manifest
+    if manifest["status"] == "finished":
+        raise RunError(f"{run.path}: already finished; nothing to resume")
+    recipe = run.load_recipe()
+    source = Path(manifest.get("recipe_path", ""))
+    if source.is_file():
+        from workbench.recipe import load_recipe
+
+        changes = _differences(recipe.model_dump(mode="json"), load_recipe(source, manifest.get("overrides", [])).model_dump(mode="json"))
+        if changes:
+            raise RunError(f"{source}: changed since {run.path.name} started ({'; '.join(changes[:5])}); run it anew with `workbench run`")
+    run.mark("running", resumed=manifest.get("resumed", 0) + 1)
+    _execute(recipe, run, run.path.parent, resume=True)
+    return run.path
+
+
+def _execute(recipe, run: Run, runs_dir: Path, resume: bool) -> None:
     try:
         if recipe.kind == "transfer":
             from workbench.transfer import train_transfer
 
-            train_transfer(recipe, run, runs_dir=Path(runs_dir))
+            train_transfer(recipe, run, runs_dir=runs_dir, resume=resume)
         else:
             from workbench.meta.runner import train_meta
 
-            train_meta(recipe, run, runs_dir=Path(runs_dir))
+            train_meta(recipe, run, runs_dir=runs_dir, resume=resume)
     except KeyboardInterrupt:
         run.mark("interrupted")
         raise
@@ -30,7 +61,21 @@ def run_recipe(recipe, recipe_path: Path, runs_dir: Path) -> Path:
         run.mark("failed", error=f"{type(error).__name__}: {error}", traceback=traceback.format_exc())
         raise
     run.mark("finished")
-    return run.path
+
+
+def _differences(before, after, path: str = "") -> list[str]:
+    """`field.path: old -> new` for every value that differs between two plain structures."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        return [
+            change
+            for key in dict.fromkeys([*before, *after])
+            for change in _differences(before.get(key), after.get(key), f"{path}.{key}" if path else key)
+        ]
+    if before != after:
+        return [
+            f"{path or 'recipe'}: {yaml.safe_dump(before, default_flow_style=True).strip()} -> {yaml.safe_dump(after, default_flow_style=True).strip()}"
+        ]
+    return []
 
 
 def run_or_reuse(recipe_path: Path, runs_dir: Path) -> Path:

@@ -130,8 +130,8 @@ class Run:
         except (OSError, ValueError) as error:
             raise RunError(f"{self.file(MANIFEST_FILE)}: unreadable manifest ({error})") from None
 
-    def start(self, recipe, recipe_yaml: str) -> None:
-        """Record the resolved recipe and mark the run as running."""
+    def start(self, recipe, recipe_yaml: str, recipe_path: Path | None = None, overrides: list[str] | None = None) -> None:
+        """Record the resolved recipe, where it came from, and mark the run as running."""
         atomic_write_text(self.file(RECIPE_FILE), recipe_yaml)
         atomic_write_json(
             self.file(MANIFEST_FILE),
@@ -141,6 +141,8 @@ class Run:
                 "name": recipe.name,
                 "seed": recipe.seed,
                 "recipe_sha256": hashlib.sha256(recipe_yaml.encode()).hexdigest(),
+                "recipe_path": str(recipe_path) if recipe_path else None,
+                "overrides": overrides or [],
                 "created": _now(),
                 "updated": _now(),
                 "versions": _versions(),

@@ -7,8 +7,6 @@ and restores that checkpoint before the next phase starts.
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import math
 import sys
@@ -16,12 +14,15 @@ from pathlib import Path
 
 import keras
 
-from workbench import runs
+from workbench import callbacks, resume, runs
+from workbench.callbacks import MODEL_WEIGHTS, OPTIMIZER_VARIABLES
 from workbench.data.datasets import ImageSplits, load_image_splits
+from workbench.history import HistoryFile
 from workbench.models import freezing
 from workbench.models.bases import BACKBONE, build_backbone
 from workbench.models.classifier import build_classifier
 from workbench.optimizers import learning_rate, make_optimizer
+from workbench.resume import ResumePoint
 
 log = logging.getLogger(__name__)
 
@@ -40,20 +41,27 @@ def build_transfer_model(
     return model
 
 
-def train_transfer(recipe, run: runs.Run, runs_dir: Path) -> dict:
-    """Train a transfer recipe in `run`; return its metrics."""
+def train_transfer(recipe, run: runs.Run, runs_dir: Path, resume: bool = False) -> dict:
+    """Train a transfer recipe in `run` (from its last resume point with `resume`); return its metrics."""
     keras.utils.set_random_seed(recipe.seed)
     data = load_image_splits(recipe.data, recipe.seed)
     log.info("data: %s images per split, %d classes", data.counts, len(data.class_names))
     classes = recipe.head.classes or len(data.class_names)
     model = build_transfer_model(recipe, data.image_shape, classes, runs_dir)
     run.write_json(runs.CLASSES_FILE, data.class_names)
-    history = HistoryFile(run.file(runs.HISTORY_FILE))
-    phases = []
+    point = ResumePoint(run)
+    saved = point.load() if resume else None
+    state = saved[0] if saved else {"phase": 0, "phases": [], "history_rows": 0}
+    history = HistoryFile(run.file(runs.HISTORY_FILE), keep=state["history_rows"])
+    phases = list(state["phases"])
     for index, phase in enumerate(recipe.schedule):
         if phase.unfreeze is not None:
             freezing.unfreeze(model.get_layer(BACKBONE), phase.unfreeze, recipe.freeze.batchnorm)
-        phases.append(_fit_phase(model, phase, f"phase-{index:02d}-{_slug(phase.name)}", recipe, data, run, history))
+        if index >= state["phase"]:
+            resume_from = saved if saved and index == state["phase"] else None
+            phases.append(_fit_phase(model, phase, index, recipe, data, run, history, resume_from, point, phases))
+    if saved and state["phase"] >= len(recipe.schedule):
+        model.load_weights(saved[1] / MODEL_WEIGHTS)
     metrics = {"phases": phases, **_test_metrics(model, data)}
     save_model(model, run.file(runs.MODEL_FILE))
     if recipe.baseline == "scratch":
@@ -74,6 +82,7 @@ def _scratch_baseline(model: keras.Model, recipe, data: ImageSplits, run: runs.R
 
     It trains for as many epochs as the whole schedule, with the first phase's
     optimizer and learning rate, so the comparison with transfer is like for like.
+    It has no resume points: a resumed run trains it again, from the same seed.
     """
     keras.utils.set_random_seed(recipe.seed)
     scratch = keras.models.clone_model(model)  # new layers, freshly initialised weights
@@ -82,11 +91,28 @@ def _scratch_baseline(model: keras.Model, recipe, data: ImageSplits, run: runs.R
     phase = first.model_copy(
         update={"name": "scratch", "epochs": sum(p.epochs for p in recipe.schedule), "warmup_epochs": 0.0, "early_stopping": None}
     )
-    result = _fit_phase(scratch, phase, "baseline-scratch", recipe, data, run, history)
+    result = _fit_phase(scratch, phase, len(recipe.schedule), recipe, data, run, history, label="baseline-scratch")
     return {**result, **_test_metrics(scratch, data)}
 
 
-def _fit_phase(model: keras.Model, phase, label: str, recipe, data: ImageSplits, run: runs.Run, history: HistoryFile) -> dict:
+def _fit_phase(
+    model: keras.Model,
+    phase,
+    index: int,
+    recipe,
+    data: ImageSplits,
+    run: runs.Run,
+    history: HistoryFile,
+    saved: tuple[dict, Path] | None = None,
+    point: ResumePoint | None = None,
+    completed: list[dict] | None = None,
+    label: str | None = None,
+) -> dict:
+    """Compile and fit one phase, from `saved` (a resume point inside it) if given.
+
+    With `point`, a resume point is written after every epoch and at the end.
+    """
+    label = label or f"phase-{index:02d}-{_slug(phase.name)}"
     steps = math.ceil(data.counts["train"] / recipe.data.batch_size)
     rate = learning_rate(phase.learning_rate, phase.lr_schedule, steps * phase.epochs, round(steps * phase.warmup_epochs))
     model.compile(
@@ -94,34 +120,71 @@ def _fit_phase(model: keras.Model, phase, label: str, recipe, data: ImageSplits,
         loss=keras.losses.SparseCategoricalCrossentropy(),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
     )
+    initial_epoch, best, stop_state, stopped = 0, None, {}, False
+    if saved is not None:
+        state, folder = saved
+        model.load_weights(folder / MODEL_WEIGHTS)
+        if state["epoch"]:
+            model.optimizer.build(model.trainable_variables)
+            resume.load_variables(model.optimizer.variables, folder / OPTIMIZER_VARIABLES)
+            initial_epoch, best, stop_state, stopped = state["epoch"], state["best"], state.get("early_stopping") or {}, state["stopped"]
     validation = data.validation
     monitor = phase.monitor if validation is not None else phase.monitor.removeprefix("val_")
-    checkpoint = run.file(runs.CHECKPOINTS_DIR) / f"{label}.weights.h5"
-    callbacks = [
-        keras.callbacks.ModelCheckpoint(checkpoint, monitor=monitor, save_best_only=True, save_weights_only=True),
-        keras.callbacks.TensorBoard(run.file(runs.LOGS_DIR) / label),
-        history.callback(phase.name),
-    ]
+    checkpoint = callbacks.BestCheckpoint(run.file(runs.CHECKPOINTS_DIR) / f"{label}.weights.h5", monitor, best)
+    early = None
     if phase.early_stopping is not None:
         stop = phase.early_stopping
-        stop_monitor = stop.monitor if validation is not None else stop.monitor.removeprefix("val_")
-        callbacks.append(keras.callbacks.EarlyStopping(stop_monitor, min_delta=stop.min_delta, patience=stop.patience))
+        early = callbacks.ResumableEarlyStopping(
+            stop.monitor if validation is not None else stop.monitor.removeprefix("val_"),
+            min_delta=stop.min_delta,
+            patience=stop.patience,
+            **stop_state,
+        )
+    chain = [
+        checkpoint,
+        keras.callbacks.TensorBoard(run.file(runs.LOGS_DIR) / label),
+        history.callback(phase.name),
+        callbacks.StopOnNonFinite(phase.name),
+    ]
+    chain += [early] if early else []
+    if data.shuffle_epoch is not None:
+        chain.append(callbacks.ShuffleEpoch(data.shuffle_epoch, index))
+    if point is not None:
+        chain.append(
+            callbacks.ResumeSaver(
+                point,
+                lambda: {
+                    "phase": index,
+                    "best": checkpoint.best,
+                    "early_stopping": early.state() if early else None,
+                    "history_rows": len(history.rows),
+                    "phases": completed or [],
+                },
+            )
+        )
     trainable = sum(int(v.numpy().size) for v in model.trainable_weights)
     log.info("phase %s: %d trainable parameters, %d frozen", phase.name, trainable, model.count_params() - trainable)
-    fitted = model.fit(
-        data.train,
-        validation_data=validation,
-        epochs=phase.epochs,
-        callbacks=callbacks,
-        shuffle=False,  # the pipeline shuffles, with the recipe's seed
-        verbose=1 if sys.stdout.isatty() else 2,
-    )
-    if checkpoint.exists():
-        model.load_weights(checkpoint)
-    result = {"name": phase.name, "epochs": len(fitted.epoch)}
+    epochs = initial_epoch
+    if initial_epoch < phase.epochs and not stopped:
+        fitted = model.fit(
+            data.train,
+            validation_data=validation,
+            initial_epoch=initial_epoch,
+            epochs=phase.epochs,
+            callbacks=chain,
+            shuffle=False,  # the pipeline shuffles, with the recipe's seed
+            verbose=1 if sys.stdout.isatty() else 2,
+        )
+        epochs += len(fitted.epoch)
+    if checkpoint.path.exists():
+        model.load_weights(checkpoint.path)
+    result = {"name": phase.name, "epochs": epochs}
     if validation is not None:
         loss, accuracy = model.evaluate(validation, verbose=0)
         result.update(val_loss=float(loss), val_accuracy=float(accuracy))
+    if point is not None:
+        state = {"phase": index + 1, "epoch": 0, "history_rows": len(history.rows), "phases": [*(completed or []), result]}
+        point.save(state, lambda folder: model.save_weights(folder / MODEL_WEIGHTS))
     return result
 
 
@@ -134,31 +197,3 @@ def save_model(model: keras.Model, path: Path) -> None:
 
 def _slug(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "-" for c in name)
-
-
-class HistoryFile:
-    """`history.csv`: one row per epoch across all phases, with a phase column."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.rows: list[dict] = []
-
-    def callback(self, phase: str) -> keras.callbacks.Callback:
-        history = self
-
-        class Recorder(keras.callbacks.Callback):
-            def on_epoch_end(self, epoch, logs=None):
-                row = {"phase": phase, "epoch": len(history.rows) + 1, "phase_epoch": epoch + 1}
-                row.update({key: float(value) for key, value in (logs or {}).items()})
-                history.append(row)
-
-        return Recorder()
-
-    def append(self, row: dict) -> None:
-        self.rows.append(row)
-        columns = list(dict.fromkeys(key for r in self.rows for key in r))
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, columns)
-        writer.writeheader()
-        writer.writerows(self.rows)
-        runs.atomic_write_text(self.path, buffer.getvalue())

@@ -20,7 +20,12 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass
 class ImageSplits:
-    """The train / validation / test pipelines of one recipe, and what they hold."""
+    """The train / validation / test pipelines of one recipe, and what they hold.
+
+    `shuffle_epoch`, where set, is a variable that picks the training order: each
+    value gives one fixed permutation, so a resumed run sees the same batches as an
+    uninterrupted one. TFDS pipelines shuffle with a buffer instead and leave it None.
+    """
 
     train: object
     validation: object | None
@@ -28,6 +33,7 @@ class ImageSplits:
     class_names: list[str]
     image_shape: tuple[int, int, int]
     counts: dict[str, int]
+    shuffle_epoch: object | None = None
 
 
 def split_per_class(labels: np.ndarray, validation: float, test: float, per_class: int | None, seed: int):
@@ -61,16 +67,15 @@ def load_image_splits(data, seed: int) -> ImageSplits:
         return _tfds_splits(data)
     images, labels, class_names = _in_memory_source(data, seed)
     train, valid, held = split_per_class(labels, data.validation, data.test, data.per_class, seed)
-    pipelines = {
-        "train": _pipeline(images[train], labels[train], data.batch_size, shuffle_seed=seed),
-        "validation": _pipeline(images[valid], labels[valid], data.batch_size) if len(valid) else None,
-        "test": _pipeline(images[held], labels[held], data.batch_size) if len(held) else None,
-    }
+    train_pipeline, shuffle_epoch = _shuffled_pipeline(images[train], labels[train], data.batch_size, seed)
     return ImageSplits(
-        **pipelines,
+        train=train_pipeline,
+        validation=_pipeline(images[valid], labels[valid], data.batch_size) if len(valid) else None,
+        test=_pipeline(images[held], labels[held], data.batch_size) if len(held) else None,
         class_names=class_names,
         image_shape=tuple(images.shape[1:]),
         counts={"train": len(train), "validation": len(valid), "test": len(held)},
+        shuffle_epoch=shuffle_epoch,
     )
 
 
@@ -101,13 +106,27 @@ def _in_memory_source(data, seed: int):
     return images, labels, names
 
 
-def _pipeline(images: np.ndarray, labels: np.ndarray, batch_size: int, shuffle_seed: int | None = None):
+def _pipeline(images: np.ndarray, labels: np.ndarray, batch_size: int):
     import tensorflow as tf
 
     dataset = tf.data.Dataset.from_tensor_slices((images, labels))
-    if shuffle_seed is not None:
-        dataset = dataset.shuffle(len(images), seed=shuffle_seed, reshuffle_each_iteration=True)
     return dataset.batch(batch_size).map(_to_float, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def _shuffled_pipeline(images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int):
+    """Batches in an order that depends only on (seed, the epoch variable's value)."""
+    import tensorflow as tf
+
+    epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="shuffle_epoch")
+    images, labels = tf.constant(images), tf.constant(labels)
+
+    def permutation(_):
+        order = tf.range(tf.shape(labels, out_type=tf.int64)[0])
+        return tf.random.experimental.stateless_shuffle(order, seed=tf.stack([tf.constant(seed, tf.int64), epoch.read_value()]))
+
+    dataset = tf.data.Dataset.from_tensors(0).map(permutation).unbatch().batch(batch_size)
+    dataset = dataset.map(lambda index: (tf.gather(images, index), tf.gather(labels, index)), num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.map(_to_float, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE), epoch
 
 
 def _to_float(images, labels):

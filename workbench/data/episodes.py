@@ -199,6 +199,15 @@ class EpisodeSampler:
     def num_classes(self) -> int:
         return len(self._classes)
 
+    @property
+    def rng_state(self) -> dict:
+        """The state of the task stream that `sample` draws from (JSON-serializable)."""
+        return self._rng.bit_generator.state
+
+    @rng_state.setter
+    def rng_state(self, state: dict) -> None:
+        self._rng.bit_generator.state = state
+
     def sample(self, batch_size: int) -> Episodes:
         """The next `batch_size` tasks of this sampler's stream."""
         return self._draw(self._rng, batch_size)

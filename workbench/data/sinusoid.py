@@ -69,6 +69,15 @@ class SinusoidTasks:
         self.input_range = _check_range("input_range", input_range)
         self._rng = np.random.default_rng(seed)
 
+    @property
+    def rng_state(self) -> dict:
+        """The state of the task stream that `sample` draws from (JSON-serializable)."""
+        return self._rng.bit_generator.state
+
+    @rng_state.setter
+    def rng_state(self, state: dict) -> None:
+        self._rng.bit_generator.state = state
+
     def sample(self, batch_size, seed=None):
         """Draws `batch_size` tasks as `Episodes` of float32 `[B, n, 1]` arrays.
 

@@ -8,20 +8,26 @@ meta-test tasks, as the papers do (mean and 95% interval per step count).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import signal
 import sys
+import threading
 import time
 
 import keras
 import numpy as np
 
 from workbench import runs
+from workbench.callbacks import MODEL_WEIGHTS, OPTIMIZER_VARIABLES, save_weights_atomically
+from workbench.history import HistoryFile
 from workbench.meta.learner import MetaLearner, summarize
 from workbench.meta.rates import INNER_RATES_FILE
 from workbench.meta.tasks import TaskDistribution, build_tasks
 from workbench.optimizers import learning_rate, make_optimizer
-from workbench.transfer import HistoryFile, save_model
+from workbench.resume import ResumePoint, load_variables, save_variables
+from workbench.transfer import save_model
 
 log = logging.getLogger(__name__)
 
@@ -94,93 +100,192 @@ def evaluate_learner(learner: MetaLearner, sampler, tasks: int, steps: list[int]
     return results
 
 
-def train_meta(recipe, run: runs.Run, runs_dir=None) -> dict:
-    """Meta-train `recipe` in `run`; return its metrics."""
-    import tensorflow as tf
-
+def train_meta(recipe, run: runs.Run, runs_dir=None, resume: bool = False) -> dict:
+    """Meta-train `recipe` in `run` (from its last resume point with `resume`); return its metrics."""
     keras.utils.set_random_seed(recipe.seed)
     tasks = build_tasks(recipe.tasks, recipe.seed)
     learner = build_learner(recipe, build_meta_model(recipe, tasks, runs_dir), tasks)
-    outer, evaluation = recipe.outer, recipe.evaluation
-    better = (lambda new, old: new < old) if tasks.regression else (lambda new, old: new > old)
-    best = None
-    history = HistoryFile(run.file(runs.HISTORY_FILE))
-    writer = tf.summary.create_file_writer(str(run.file(runs.LOGS_DIR)))
-    progress = keras.utils.Progbar(
-        outer.iterations, stateful_metrics=["loss", tasks.metric, "val", "it/s"], verbose=1 if sys.stdout.isatty() else 0
-    )
-    started = time.perf_counter()
-    log_every = max(1, min(evaluation.every, 100))
-    for iteration in range(1, outer.iterations + 1):
-        result = learner.train_step(tasks.samplers["train"].sample(outer.meta_batch_size))
-        loss, metric = float(result["loss"]), float(result["metric"])
-        if not np.isfinite(loss):
-            raise FloatingPointError(f"meta-loss became {loss} at iteration {iteration}; lower outer.learning_rate or inner.learning_rate")
-        values = [("loss", loss), (tasks.metric, metric), ("it/s", iteration / (time.perf_counter() - started))]
-        validate = iteration % evaluation.every == 0 or iteration == outer.iterations
-        row = None
-        if validate or iteration % log_every == 0:
-            row = {
-                "phase": "meta-train",
-                "iteration": iteration,
-                "loss": loss,
-                tasks.metric: metric,
-                "iterations_per_second": values[-1][1],
-            }
-        if validate:
-            (validation,) = evaluate_learner(
-                learner, tasks.samplers["validation"], evaluation.validation_tasks, [recipe.inner.steps], VALIDATION_SEED
-            )
-            row[f"val_{tasks.metric}"] = validation["mean"]
-            values.append(("val", validation["mean"]))
-            if best is None or better(validation["mean"], best["mean"]):
-                best = {"iteration": iteration, **validation}
-                learner.model.save_weights(run.file(runs.CHECKPOINTS_DIR) / BEST_WEIGHTS)
-                learner.save_inner_rates(run.file(runs.CHECKPOINTS_DIR) / BEST_RATES)
-            log.info(
-                "iteration %d: loss %.4f, meta-validation %s %.4f (best %.4f at %d)",
-                iteration,
-                loss,
-                tasks.metric,
-                validation["mean"],
-                best["mean"],
-                best["iteration"],
-            )
-        if row is not None:
-            history.append(row)
-            with writer.as_default(step=iteration):
-                for name, value in row.items():
-                    if name not in ("phase", "iteration"):
-                        tf.summary.scalar(name, value)
-        progress.update(iteration, values)
-    writer.flush()
-    training_seconds = time.perf_counter() - started
-    learner.model.load_weights(run.file(runs.CHECKPOINTS_DIR) / BEST_WEIGHTS)
-    learner.load_inner_rates(run.file(runs.CHECKPOINTS_DIR) / BEST_RATES)
-    started = time.perf_counter()
-    results = evaluate_learner(learner, tasks.samplers["test"], evaluation.tasks, evaluation.steps, TEST_SEED)
-    metrics = {
-        "metric": tasks.metric,
-        "evaluation": results,
-        "best_validation": best,
-        "training_seconds": training_seconds,
-        "evaluation_seconds": time.perf_counter() - started,
-        "classes": tasks.classes,
-    }
-    save_model(learner.export_model(), run.file(runs.MODEL_FILE))
-    learner.save_inner_rates(run.file(INNER_RATES_FILE))
-    run.write_json(ADAPTATION_FILE, adaptation_settings(recipe, tasks))
-    run.write_json(runs.METRICS_FILE, metrics)
-    for entry in results:
-        log.info(
-            "meta-test %s after %d steps: %.4f ± %.4f (%d tasks)",
-            tasks.metric,
-            entry["steps"],
-            entry["mean"],
-            entry["ci95"],
-            entry["tasks"],
+    training = MetaTraining(recipe, run, tasks, learner)
+    if resume:
+        training.restore()
+    training.train()
+    return training.finish()
+
+
+class MetaTraining:
+    """The outer loop of one run: iterations, meta-validation, best checkpoint, resume points.
+
+    A resume point (weights, optimizer variables, learned rates, the task
+    stream's random state, best-so-far) is written at every meta-validation, at
+    most every `RESUME_SECONDS` otherwise, and on Ctrl-C; a resumed run draws
+    the same tasks as an uninterrupted one from there on.
+    """
+
+    RESUME_SECONDS = 10.0
+
+    def __init__(self, recipe, run: runs.Run, tasks: TaskDistribution, learner: MetaLearner):
+        self.recipe, self.run, self.tasks, self.learner = recipe, run, tasks, learner
+        self.point = ResumePoint(run)
+        self.history = HistoryFile(run.file(runs.HISTORY_FILE))
+        self.best: dict | None = None
+        self.completed = 0  # iterations whose meta-update has been applied
+        self.seconds_before = 0.0  # training time of the run's earlier sessions
+        self.better = (lambda new, old: new < old) if tasks.regression else (lambda new, old: new > old)
+
+    def restore(self) -> None:
+        saved = self.point.load()
+        if saved is None:
+            return  # killed before the first resume point: start over
+        state, folder = saved
+        self.learner.model.load_weights(folder / MODEL_WEIGHTS)
+        load_variables(self.learner.optimizer.variables, folder / OPTIMIZER_VARIABLES)
+        self.learner.load_inner_rates(folder / INNER_RATES_FILE)
+        self.tasks.samplers["train"].rng_state = state["rng"]
+        self.completed, self.best, self.seconds_before = state["iteration"], state["best"], state["training_seconds"]
+        self.history = HistoryFile(self.run.file(runs.HISTORY_FILE), keep=state["history_rows"])
+        log.info("resuming at iteration %d of %d", self.completed + 1, self.recipe.outer.iterations)
+
+    def save_point(self, rng_state: dict, seconds: float) -> None:
+        def write(folder):
+            self.learner.model.save_weights(folder / MODEL_WEIGHTS)
+            save_variables(self.learner.optimizer.variables, folder / OPTIMIZER_VARIABLES)
+            self.learner.save_inner_rates(folder / INNER_RATES_FILE)
+
+        state = {
+            "iteration": self.completed,
+            "best": self.best,
+            "rng": rng_state,
+            "history_rows": len(self.history.rows),
+            "training_seconds": seconds,
+        }
+        self.point.save(state, write)
+
+    def train(self) -> None:
+        import tensorflow as tf
+
+        outer, evaluation, metric = self.recipe.outer, self.recipe.evaluation, self.tasks.metric
+        sampler = self.tasks.samplers["train"]
+        writer = tf.summary.create_file_writer(str(self.run.file(runs.LOGS_DIR)))
+        progress = keras.utils.Progbar(
+            outer.iterations, stateful_metrics=["loss", metric, "val", "it/s"], verbose=1 if sys.stdout.isatty() else 0
         )
-    return metrics
+        started = last_point = time.perf_counter()
+        first = self.completed + 1
+        log_every = max(1, min(evaluation.every, 100))
+        with _stop_requests() as stop_requested:
+            for iteration in range(first, outer.iterations + 1):
+                result = self.learner.train_step(sampler.sample(outer.meta_batch_size))
+                self.completed = iteration
+                loss = float(result["loss"])
+                if not np.isfinite(loss):
+                    raise FloatingPointError(
+                        f"the meta-loss became {loss} at iteration {iteration}; the last good resume point is kept. "
+                        "Lower outer.learning_rate or inner.learning_rate"
+                    )
+                speed = (iteration - first + 1) / (time.perf_counter() - started)
+                values = [("loss", loss), (metric, float(result["metric"])), ("it/s", speed)]
+                validate = iteration % evaluation.every == 0 or iteration == outer.iterations
+                if validate or iteration % log_every == 0:
+                    row = {
+                        "phase": "meta-train",
+                        "iteration": iteration,
+                        "loss": loss,
+                        metric: float(result["metric"]),
+                        "iterations_per_second": speed,
+                    }
+                    if validate:
+                        row[f"val_{metric}"] = self.validate(iteration, loss)
+                        values.append(("val", row[f"val_{metric}"]))
+                    self.history.append(row)
+                    with writer.as_default(step=iteration):
+                        for name, value in row.items():
+                            if name not in ("phase", "iteration"):
+                                tf.summary.scalar(name, value)
+                    if validate or time.perf_counter() - last_point > self.RESUME_SECONDS:
+                        self.save_point(sampler.rng_state, self.seconds_before + time.perf_counter() - started)
+                        last_point = time.perf_counter()
+                progress.update(iteration, values)
+                if stop_requested():
+                    self.save_point(sampler.rng_state, self.seconds_before + time.perf_counter() - started)
+                    raise KeyboardInterrupt
+        writer.flush()
+        self.seconds_before += time.perf_counter() - started
+
+    def validate(self, iteration: int, loss: float) -> float:
+        """Meta-validate; keep the best weights; return the mean validation metric."""
+        evaluation, checkpoints = self.recipe.evaluation, self.run.file(runs.CHECKPOINTS_DIR)
+        (validation,) = evaluate_learner(
+            self.learner, self.tasks.samplers["validation"], evaluation.validation_tasks, [self.recipe.inner.steps], VALIDATION_SEED
+        )
+        if self.best is None or self.better(validation["mean"], self.best["mean"]):
+            self.best = {"iteration": iteration, **validation}
+            save_weights_atomically(self.learner.model, checkpoints / BEST_WEIGHTS)
+            self.learner.save_inner_rates(checkpoints / BEST_RATES)
+        log.info(
+            "iteration %d: loss %.4f, meta-validation %s %.4f (best %.4f at %d)",
+            iteration,
+            loss,
+            self.tasks.metric,
+            validation["mean"],
+            self.best["mean"],
+            self.best["iteration"],
+        )
+        return validation["mean"]
+
+    def finish(self) -> dict:
+        """Evaluate the best weights on the meta-test tasks; write the model and metrics."""
+        checkpoints, evaluation = self.run.file(runs.CHECKPOINTS_DIR), self.recipe.evaluation
+        self.learner.model.load_weights(checkpoints / BEST_WEIGHTS)
+        self.learner.load_inner_rates(checkpoints / BEST_RATES)
+        started = time.perf_counter()
+        results = evaluate_learner(self.learner, self.tasks.samplers["test"], evaluation.tasks, evaluation.steps, TEST_SEED)
+        metrics = {
+            "metric": self.tasks.metric,
+            "evaluation": results,
+            "best_validation": self.best,
+            "training_seconds": self.seconds_before,
+            "evaluation_seconds": time.perf_counter() - started,
+            "classes": self.tasks.classes,
+        }
+        save_model(self.learner.export_model(), self.run.file(runs.MODEL_FILE))
+        self.learner.save_inner_rates(self.run.file(INNER_RATES_FILE))
+        self.run.write_json(ADAPTATION_FILE, adaptation_settings(self.recipe, self.tasks))
+        self.run.write_json(runs.METRICS_FILE, metrics)
+        for entry in results:
+            log.info(
+                "meta-test %s after %d steps: %.4f ± %.4f (%d tasks)",
+                self.tasks.metric,
+                entry["steps"],
+                entry["mean"],
+                entry["ci95"],
+                entry["tasks"],
+            )
+        return metrics
+
+
+@contextlib.contextmanager
+def _stop_requests():
+    """Turn the first Ctrl-C into a request, answered between two meta-iterations.
+
+    A KeyboardInterrupt raised inside a meta-step could land after the weights
+    changed and before the iteration was counted; a request leaves a consistent
+    resume point. A second Ctrl-C interrupts at once.
+    """
+    requests = []
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def request(signum, frame):
+        requests.append(signum)
+        signal.signal(signal.SIGINT, previous)
+
+    signal.signal(signal.SIGINT, request)
+    try:
+        yield lambda: bool(requests)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def adaptation_settings(recipe, tasks: TaskDistribution) -> dict:

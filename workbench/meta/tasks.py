@@ -32,6 +32,14 @@ class SinusoidSampler:
     def sample(self, batch_size: int) -> Episodes:
         return self._tasks.sample(batch_size)
 
+    @property
+    def rng_state(self) -> dict:
+        return self._tasks.rng_state
+
+    @rng_state.setter
+    def rng_state(self, state: dict) -> None:
+        self._tasks.rng_state = state
+
     def fixed_tasks(self, count: int, seed: int = 0, chunk_size: int = 100) -> Iterator[Episodes]:
         for index, start in enumerate(range(0, count, chunk_size)):
             yield self._tasks.sample(min(chunk_size, count - start), seed=[seed, index])

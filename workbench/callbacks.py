@@ -1,0 +1,105 @@
+"""Keras callbacks of a transfer phase that survive a crash and resume where it left off."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import keras
+
+from workbench import resume
+
+MODEL_WEIGHTS = "model.weights.h5"
+OPTIMIZER_VARIABLES = "optimizer.npz"
+
+
+def save_weights_atomically(model: keras.Model, path: Path) -> None:
+    """`model.save_weights(path)` through a temporary file and a rename."""
+    temporary = path.with_name(f".{path.name.removesuffix('.weights.h5')}.tmp.weights.h5")
+    model.save_weights(temporary)
+    temporary.replace(path)
+
+
+def _improves(monitor: str, value: float, best: float | None) -> bool:
+    if best is None:
+        return True
+    return value > best if "acc" in monitor else value < best
+
+
+class BestCheckpoint(keras.callbacks.Callback):
+    """Keep the weights of the best epoch by `monitor` (higher for accuracies, lower otherwise)."""
+
+    def __init__(self, path: Path, monitor: str, best: float | None = None):
+        super().__init__()
+        self.path, self.monitor, self.best = Path(path), monitor, best
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is not None and _improves(self.monitor, float(value), self.best):
+            self.best = float(value)
+            save_weights_atomically(self.model, self.path)
+
+
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """EarlyStopping that starts from the patience count and best value of a resume point."""
+
+    def __init__(self, *args, wait: int = 0, best: float | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._resumed = (wait, best)
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        wait, best = self._resumed
+        self.wait = wait
+        if best is not None:
+            self.best = best
+
+    def state(self) -> dict:
+        best = self.best
+        return {"wait": int(self.wait), "best": float(best) if best is not None and math.isfinite(best) else None}
+
+
+class StopOnNonFinite(keras.callbacks.Callback):
+    """Fail the run on a NaN or infinite loss; the last resume point stays as it was."""
+
+    def __init__(self, phase: str):
+        super().__init__()
+        self.phase = phase
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            raise FloatingPointError(
+                f"the loss became {float(loss)} in phase {self.phase!r}, batch {batch}; the last good checkpoint is kept. "
+                "Lower the learning rate, or check the data for broken images"
+            )
+
+
+class ShuffleEpoch(keras.callbacks.Callback):
+    """Sets the data's shuffle variable, so that each (phase, epoch) has its own fixed order."""
+
+    def __init__(self, variable, phase_index: int):
+        super().__init__()
+        self.variable, self.offset = variable, phase_index * 100_000
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.variable.assign(self.offset + epoch)
+
+
+class ResumeSaver(keras.callbacks.Callback):
+    """Writes a resume point at the end of every epoch: weights, optimizer variables, small state.
+
+    It must come after the callbacks whose state it records (best checkpoint,
+    early stopping, history), which Keras calls in list order.
+    """
+
+    def __init__(self, point: resume.ResumePoint, state):
+        super().__init__()
+        self.point, self.state = point, state
+
+    def on_epoch_end(self, epoch, logs=None):
+        def write(folder: Path) -> None:
+            self.model.save_weights(folder / MODEL_WEIGHTS)
+            resume.save_variables(self.model.optimizer.variables, folder / OPTIMIZER_VARIABLES)
+
+        self.point.save({**self.state(), "epoch": epoch + 1, "stopped": bool(self.model.stop_training)}, write)

@@ -9,7 +9,10 @@ import keras
 
 from workbench import resume
 
-MODEL_WEIGHTS = "model.weights.h5"
+# All of a model's variables, its layers' random-number states included (which
+# `save_weights` leaves out), so that a resumed run augments and drops out as the
+# uninterrupted one would.
+MODEL_VARIABLES = "model.npz"
 OPTIMIZER_VARIABLES = "optimizer.npz"
 
 
@@ -99,7 +102,7 @@ class ResumeSaver(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         def write(folder: Path) -> None:
-            self.model.save_weights(folder / MODEL_WEIGHTS)
+            resume.save_variables(self.model.variables, folder / MODEL_VARIABLES)
             resume.save_variables(self.model.optimizer.variables, folder / OPTIMIZER_VARIABLES)
 
         self.point.save({**self.state(), "epoch": epoch + 1, "stopped": bool(self.model.stop_training)}, write)

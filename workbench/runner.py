@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import traceback
 from pathlib import Path
-
-import yaml
 
 from workbench.errors import RunError
 from workbench.recipe import to_yaml
@@ -72,9 +71,7 @@ def _differences(before, after, path: str = "") -> list[str]:
             for change in _differences(before.get(key), after.get(key), f"{path}.{key}" if path else key)
         ]
     if before != after:
-        return [
-            f"{path or 'recipe'}: {yaml.safe_dump(before, default_flow_style=True).strip()} -> {yaml.safe_dump(after, default_flow_style=True).strip()}"
-        ]
+        return [f"{path or 'recipe'}: {json.dumps(before)} -> {json.dumps(after)}"]
     return []
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import keras
 
 from workbench import callbacks, resume, runs
-from workbench.callbacks import MODEL_WEIGHTS, OPTIMIZER_VARIABLES
+from workbench.callbacks import MODEL_VARIABLES, OPTIMIZER_VARIABLES
 from workbench.data.datasets import ImageSplits, load_image_splits
 from workbench.history import HistoryFile
 from workbench.models import freezing
@@ -61,7 +61,7 @@ def train_transfer(recipe, run: runs.Run, runs_dir: Path, resume: bool = False) 
             resume_from = saved if saved and index == state["phase"] else None
             phases.append(_fit_phase(model, phase, index, recipe, data, run, history, resume_from, point, phases))
     if saved and state["phase"] >= len(recipe.schedule):
-        model.load_weights(saved[1] / MODEL_WEIGHTS)
+        resume.load_variables(model.variables, saved[1] / MODEL_VARIABLES)
     metrics = {"phases": phases, **_test_metrics(model, data)}
     save_model(model, run.file(runs.MODEL_FILE))
     if recipe.baseline == "scratch":
@@ -123,7 +123,7 @@ def _fit_phase(
     initial_epoch, best, stop_state, stopped = 0, None, {}, False
     if saved is not None:
         state, folder = saved
-        model.load_weights(folder / MODEL_WEIGHTS)
+        resume.load_variables(model.variables, folder / MODEL_VARIABLES)
         if state["epoch"]:
             model.optimizer.build(model.trainable_variables)
             resume.load_variables(model.optimizer.variables, folder / OPTIMIZER_VARIABLES)
@@ -184,7 +184,7 @@ def _fit_phase(
         result.update(val_loss=float(loss), val_accuracy=float(accuracy))
     if point is not None:
         state = {"phase": index + 1, "epoch": 0, "history_rows": len(history.rows), "phases": [*(completed or []), result]}
-        point.save(state, lambda folder: model.save_weights(folder / MODEL_WEIGHTS))
+        point.save(state, lambda folder: resume.save_variables(model.variables, folder / MODEL_VARIABLES))
     return result
 
 

@@ -20,7 +20,7 @@ import keras
 import numpy as np
 
 from workbench import runs
-from workbench.callbacks import MODEL_WEIGHTS, OPTIMIZER_VARIABLES, save_weights_atomically
+from workbench.callbacks import MODEL_VARIABLES, OPTIMIZER_VARIABLES, save_weights_atomically
 from workbench.history import HistoryFile
 from workbench.meta.learner import MetaLearner, summarize
 from workbench.meta.rates import INNER_RATES_FILE
@@ -137,7 +137,7 @@ class MetaTraining:
         if saved is None:
             return  # killed before the first resume point: start over
         state, folder = saved
-        self.learner.model.load_weights(folder / MODEL_WEIGHTS)
+        load_variables(self.learner.model.variables, folder / MODEL_VARIABLES)
         load_variables(self.learner.optimizer.variables, folder / OPTIMIZER_VARIABLES)
         self.learner.load_inner_rates(folder / INNER_RATES_FILE)
         self.tasks.samplers["train"].rng_state = state["rng"]
@@ -147,7 +147,7 @@ class MetaTraining:
 
     def save_point(self, rng_state: dict, seconds: float) -> None:
         def write(folder):
-            self.learner.model.save_weights(folder / MODEL_WEIGHTS)
+            save_variables(self.learner.model.variables, folder / MODEL_VARIABLES)
             save_variables(self.learner.optimizer.variables, folder / OPTIMIZER_VARIABLES)
             self.learner.save_inner_rates(folder / INNER_RATES_FILE)
 

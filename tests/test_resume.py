@@ -107,3 +107,24 @@ def test_resume_refuses_a_changed_recipe_and_a_finished_run(tmp_path):
     changed = CliRunner().invoke(main, ["resume", str(run_dir)])
     assert changed.exit_code == 2
     assert "changed since" in changed.output and "inner.learning_rate: 0.01 -> 0.02" in changed.output
+
+
+@pytest.mark.parametrize("kind, text", [("transfer", TRANSFER), ("meta", META)])
+def test_ctrl_c_marks_the_run_interrupted_exits_130_and_resumes(tmp_path, kind, text):
+    recipe = tmp_path / f"{kind}.yaml"
+    recipe.write_text(text)
+    runs_dir = tmp_path / "runs"
+    process = _workbench("run", str(recipe), "--runs-dir", str(runs_dir))
+    deadline = time.time() + 120
+    while not list(runs_dir.glob("*/checkpoints/resume.json")) and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and "interrupted" in err
+    (run_dir,) = runs_dir.iterdir()
+    assert json.loads((run_dir / runs.MANIFEST_FILE).read_text())["status"] == "interrupted"
+    resumed = _workbench("resume", str(run_dir))
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err[-2000:]
+    assert json.loads((run_dir / runs.MANIFEST_FILE).read_text())["status"] == "finished"

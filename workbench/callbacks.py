@@ -8,6 +8,7 @@ from pathlib import Path
 import keras
 
 from workbench import resume
+from workbench.errors import TrainingError
 
 # All of a model's variables, its layers' random-number states included (which
 # `save_weights` leaves out), so that a resumed run augments and drops out as the
@@ -72,7 +73,7 @@ class StopOnNonFinite(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
-            raise FloatingPointError(
+            raise TrainingError(
                 f"the loss became {float(loss)} in phase {self.phase!r}, batch {batch}; the last good checkpoint is kept. "
                 "Lower the learning rate, or check the data for broken images"
             )

@@ -30,3 +30,7 @@ class ModelError(WorkbenchError):
 
 class RunError(WorkbenchError):
     """A run directory is missing, incomplete or cannot be written."""
+
+
+class TrainingError(WorkbenchError):
+    """Training cannot go on: the loss diverged, or a resume point does not fit."""

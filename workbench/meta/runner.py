@@ -21,6 +21,7 @@ import numpy as np
 
 from workbench import runs
 from workbench.callbacks import MODEL_VARIABLES, OPTIMIZER_VARIABLES, save_weights_atomically
+from workbench.errors import DataError, TrainingError
 from workbench.history import HistoryFile
 from workbench.meta.learner import MetaLearner, summarize
 from workbench.meta.rates import INNER_RATES_FILE
@@ -178,7 +179,7 @@ class MetaTraining:
                 self.completed = iteration
                 loss = float(result["loss"])
                 if not np.isfinite(loss):
-                    raise FloatingPointError(
+                    raise TrainingError(
                         f"the meta-loss became {loss} at iteration {iteration}; the last good resume point is kept. "
                         "Lower outer.learning_rate or inner.learning_rate"
                     )
@@ -330,7 +331,6 @@ def adapt_run(run_path, support_path, steps: int | None, output) -> dict:
     names go beside it in `<output>.classes.json` for `workbench predict`.
     """
     from workbench.data.images import ImageFolder
-    from workbench.errors import DataError
 
     run = runs.Run.open(run_path)
     recipe, tasks, learner = load_learner(run)

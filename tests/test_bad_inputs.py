@@ -1,0 +1,160 @@
+"""Bad models, data and output folders: a clear message, exit status 2, nothing already written lost."""
+
+import hashlib
+import json
+import zipfile
+
+import keras
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from workbench import runs
+from workbench.cli import main
+
+
+@pytest.fixture
+def runs_dir(tmp_path):
+    """A runs folder that already holds a finished run, which no failure may touch."""
+    folder = tmp_path / "runs"
+    earlier = folder / "earlier-run"
+    (earlier / runs.CHECKPOINTS_DIR).mkdir(parents=True)
+    (earlier / runs.MANIFEST_FILE).write_text(json.dumps({"status": "finished"}))
+    (earlier / runs.MODEL_FILE).write_bytes(b"model bytes")
+    return folder
+
+
+def _digest(folder):
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _run(tmp_path, runs_dir, text):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(text)
+    before = _digest(runs_dir / "earlier-run")
+    result = CliRunner().invoke(main, ["run", str(recipe), "--runs-dir", str(runs_dir)])
+    assert _digest(runs_dir / "earlier-run") == before
+    assert "Traceback" not in result.output
+    return result
+
+
+def _images(folder, classes, per_class, sizes=((20, 20),), modes=("L",)):
+    rng = np.random.default_rng(0)
+    for name in classes:
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        for index in range(per_class):
+            height, width = sizes[index % len(sizes)]
+            pixels = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
+            Image.fromarray(pixels).convert(modes[index % len(modes)]).save(folder / name / f"{index}.png")
+
+
+TRANSFER = """\
+kind: transfer
+data: {{source: folder, path: {path}, image_size: [16, 16], channels: 1, validation: 0.25, batch_size: 4}}
+base: {{source: {base}}}
+schedule: [{{name: head, epochs: 1}}]
+"""
+
+META = """\
+kind: meta
+tasks: {{source: folder, path: {path}, ways: {ways}, shots: 1, queries: 3, image_size: [16, 16], validation: 0.25, test: 0.25}}
+model: {{builtin: conv4}}
+outer: {{meta_batch_size: 2, iterations: 2}}
+evaluation: {{tasks: 4, every: 2, validation_tasks: 2}}
+"""
+
+
+def _saved_model(path, with_lambda=False):
+    inputs = keras.Input((16, 16, 1))
+    x = keras.layers.Flatten()(inputs)
+    if with_lambda:
+        x = keras.layers.Lambda(lambda t: t * 2.0)(x)
+    keras.Model(inputs, keras.layers.Dense(3)(x)).save(path)
+    return path
+
+
+def test_a_model_with_a_lambda_layer_is_refused(tmp_path, runs_dir):
+    _images(tmp_path / "data", ["a", "b"], 4)
+    model = _saved_model(tmp_path / "lambda.keras", with_lambda=True)
+    result = _run(tmp_path, runs_dir, TRANSFER.format(path=tmp_path / "data", base=f"file, path: {model}"))
+    assert result.exit_code == 2 and "cannot load this model safely" in result.output
+
+
+def test_a_model_naming_an_unknown_class_is_refused(tmp_path, runs_dir):
+    _images(tmp_path / "data", ["a", "b"], 4)
+    model = _saved_model(tmp_path / "plain.keras")
+    edited = tmp_path / "unknown.keras"
+    with zipfile.ZipFile(model) as source, zipfile.ZipFile(edited, "w") as target:
+        for item in source.infolist():
+            data = source.read(item.filename)
+            if item.filename == "config.json":
+                data = data.replace(b'"Dense"', b'"NoSuchLayer"')
+            target.writestr(item, data)
+    result = _run(tmp_path, runs_dir, TRANSFER.format(path=tmp_path / "data", base=f"file, path: {edited}"))
+    assert result.exit_code == 2 and "cannot load this model safely" in result.output and "NoSuchLayer" in result.output
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not a zip"])
+def test_a_truncated_or_corrupt_model_file_is_a_clear_error(tmp_path, runs_dir, damage):
+    _images(tmp_path / "data", ["a", "b"], 4)
+    model = _saved_model(tmp_path / "model.keras")
+    data = model.read_bytes()
+    model.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"not a model at all")
+    result = _run(tmp_path, runs_dir, TRANSFER.format(path=tmp_path / "data", base=f"file, path: {model}"))
+    assert result.exit_code == 2 and f"{model}: cannot load this model safely" in result.output
+
+
+def test_an_empty_folder_is_a_clear_error(tmp_path, runs_dir):
+    (tmp_path / "empty").mkdir()
+    result = _run(tmp_path, runs_dir, TRANSFER.format(path=tmp_path / "empty", base="builtin, name: conv4, weights: none"))
+    assert result.exit_code == 2 and "The dataset is empty" in result.output
+
+
+def test_fewer_classes_than_ways_is_a_clear_error(tmp_path, runs_dir):
+    _images(tmp_path / "data", [f"c{i}" for i in range(8)], 6)
+    result = _run(tmp_path, runs_dir, META.format(path=tmp_path / "data", ways=5))
+    assert result.exit_code == 2 and "5-way tasks need at least 5 classes" in result.output
+
+
+def test_a_class_with_fewer_images_than_shots_and_queries_is_named(tmp_path, runs_dir):
+    _images(tmp_path / "data", [f"c{i}" for i in range(12)], 6)
+    for extra in sorted((tmp_path / "data" / "c3").iterdir())[2:]:
+        extra.unlink()
+    result = _run(tmp_path, runs_dir, META.format(path=tmp_path / "data", ways=2))
+    assert result.exit_code == 2 and "'c3' has 2 images" in result.output and "shots + queries = 4" in result.output
+
+
+def test_corrupt_images_and_mixed_modes_and_sizes_are_handled_and_counted(tmp_path, runs_dir, caplog):
+    _images(tmp_path / "data", ["a", "b", "c"], 8, sizes=((20, 20), (31, 17), (12, 40)), modes=("L", "RGB", "RGBA", "P"))
+    (tmp_path / "data" / "b" / "broken.png").write_bytes(b"\x89PNG but not really")
+    with caplog.at_level("WARNING"):
+        result = _run(tmp_path, runs_dir, TRANSFER.format(path=tmp_path / "data", base="builtin, name: conv4, weights: none"))
+    assert result.exit_code == 0, result.output
+    assert "skipped 1 unreadable image files" in caplog.text and "broken.png" in caplog.text
+
+
+def test_an_output_folder_that_cannot_be_written_is_reported_before_training(tmp_path):
+    _images(tmp_path / "data", ["a", "b"], 4)
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the runs folder should be")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(TRANSFER.format(path=tmp_path / "data", base="builtin, name: conv4, weights: none"))
+    result = CliRunner().invoke(main, ["run", str(recipe), "--runs-dir", str(blocker / "runs")])
+    assert result.exit_code == 2 and "cannot write run directories here" in result.output
+    assert blocker.read_text() == "a file where the runs folder should be"
+
+
+def test_a_diverging_loss_fails_the_run_and_keeps_the_last_good_resume_point(tmp_path, runs_dir):
+    _images(tmp_path / "data", ["a", "b"], 8)
+    text = TRANSFER.format(path=tmp_path / "data", base="builtin, name: conv4, weights: none").replace(
+        "schedule: [{name: head, epochs: 1}]",
+        "freeze: {layers: none}\nschedule: [{name: head, epochs: 1}, {name: boom, epochs: 2, optimizer: sgd, learning_rate: 1.0e+30}]",
+    )
+    result = _run(tmp_path, runs_dir, text)
+    assert result.exit_code == 2 and "the loss became" in result.output and "'boom'" in result.output
+    (run_dir,) = [path for path in runs_dir.iterdir() if path.name != "earlier-run"]
+    manifest = json.loads((run_dir / runs.MANIFEST_FILE).read_text())
+    assert manifest["status"] == "failed" and "loss became" in manifest["error"]
+    resume_point = json.loads((run_dir / runs.CHECKPOINTS_DIR / "resume.json").read_text())
+    assert resume_point["phase"] == 1 and resume_point["epoch"] == 0  # the end of the good phase

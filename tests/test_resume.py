@@ -102,6 +102,9 @@ def test_resume_refuses_a_changed_recipe_and_a_finished_run(tmp_path):
     finished = CliRunner().invoke(main, ["resume", str(run_dir)])
     assert finished.exit_code == 2 and "already finished" in finished.output
     manifest = json.loads((run_dir / runs.MANIFEST_FILE).read_text())
+    (run_dir / runs.MANIFEST_FILE).write_text(json.dumps({**manifest, "status": "running"}))  # this very process
+    alive = CliRunner().invoke(main, ["resume", str(run_dir)])
+    assert alive.exit_code == 2 and f"still running (process {os.getpid()})" in alive.output
     (run_dir / runs.MANIFEST_FILE).write_text(json.dumps({**manifest, "status": "interrupted"}))
     recipe.write_text(recipe.read_text().replace("learning_rate: 0.01", "learning_rate: 0.02"))
     changed = CliRunner().invoke(main, ["resume", str(run_dir)])

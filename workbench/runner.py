@@ -8,7 +8,7 @@ from pathlib import Path
 
 from workbench.errors import RunError
 from workbench.recipe import to_yaml
-from workbench.runs import Run, latest_finished
+from workbench.runs import Run, latest_finished, still_running
 
 
 def run_recipe(recipe, recipe_path: Path, runs_dir: Path, overrides: tuple[str, ...] = ()) -> Path:
@@ -30,6 +30,8 @@ def resume_run(run_path: Path) -> Path:
     manifest = run.manifest
     if manifest["status"] == "finished":
         raise RunError(f"{run.path}: already finished; nothing to resume")
+    if still_running(manifest):
+        raise RunError(f"{run.path}: still running (process {manifest['process']['pid']}); stop it before resuming")
     recipe = run.load_recipe()
     source = Path(manifest.get("recipe_path", ""))
     if source.is_file():

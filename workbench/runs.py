@@ -79,6 +79,24 @@ def _versions() -> dict[str, str]:
     return versions
 
 
+def _process() -> dict[str, Any]:
+    return {"pid": os.getpid(), "host": platform.node()}
+
+
+def still_running(manifest: dict[str, Any]) -> bool:
+    """Whether the process that last ran this run is alive on this machine."""
+    process = manifest.get("process") or {}
+    if manifest.get("status") != "running" or process.get("host") != platform.node() or not process.get("pid"):
+        return False
+    try:
+        os.kill(process["pid"], 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def check_writable(folder: Path) -> None:
     """Fail before any training when run directories cannot be written under `folder`."""
     folder = Path(folder)
@@ -142,6 +160,7 @@ class Run:
                 "seed": recipe.seed,
                 "recipe_sha256": hashlib.sha256(recipe_yaml.encode()).hexdigest(),
                 "recipe_path": str(recipe_path) if recipe_path else None,
+                "process": _process(),
                 "overrides": overrides or [],
                 "created": _now(),
                 "updated": _now(),
@@ -154,6 +173,8 @@ class Run:
             raise ValueError(f"Expected a status in {STATUSES}. Received: status={status!r}")
         manifest = self.manifest
         manifest.update(fields, status=status, updated=_now())
+        if status == "running":
+            manifest["process"] = _process()
         atomic_write_json(self.file(MANIFEST_FILE), manifest)
 
     def write_json(self, name: str, value: Any) -> None:

@@ -358,3 +358,11 @@ def test_bad_episode_shapes():
     flat = np.zeros((2, 5), np.float32)
     with pytest.raises(ValueError, match="support_x"):
         learner.train_step(Episodes(flat, flat, flat, flat))
+
+
+def test_xla_compiled_meta_step_is_traced_once():
+    keras.utils.set_random_seed(0)
+    learner = MetaLearner(build_mlp((1,), 1), algorithm="maml", inner_steps=1, inner_learning_rate=0.01, jit_compile=True)
+    tasks = SinusoidTasks(shots=5, queries=5, seed=0)
+    losses = [float(learner.train_step(tasks.sample(4))["loss"]) for _ in range(5)]
+    assert learner.train_step_tracing_count == 1 and all(np.isfinite(losses))

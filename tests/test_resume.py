@@ -75,7 +75,7 @@ def _run_killed_then_resumed(recipe, runs_dir, rng):
     return run_dir
 
 
-@pytest.mark.parametrize("kind, text, trials", [("transfer", TRANSFER, 2), ("meta", META, 2)])
+@pytest.mark.parametrize("kind, text, trials", [("transfer", TRANSFER, 3), ("meta", META, 3)])
 def test_sigkill_at_random_moments_then_resume_matches_an_uninterrupted_run(tmp_path, kind, text, trials):
     recipe = tmp_path / f"{kind}.yaml"
     recipe.write_text(text)

@@ -17,6 +17,7 @@ import keras
 from workbench import callbacks, resume, runs
 from workbench.callbacks import MODEL_VARIABLES, OPTIMIZER_VARIABLES
 from workbench.data.datasets import ImageSplits, load_image_splits
+from workbench.devices import use_xla
 from workbench.history import HistoryFile
 from workbench.models import freezing
 from workbench.models.bases import BACKBONE, build_backbone
@@ -119,6 +120,7 @@ def _fit_phase(
         optimizer=make_optimizer(phase.optimizer, rate, phase.momentum, phase.weight_decay),
         loss=keras.losses.SparseCategoricalCrossentropy(),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        jit_compile=use_xla(recipe.jit_compile),
     )
     initial_epoch, best, stop_state, stopped = 0, None, {}, False
     if saved is not None:

@@ -92,6 +92,9 @@ class MetaLearner:
             meta-gradients through BatchNormalization are wrong without it).
         strategy: "vectorized" (`tf.vectorized_map` over tasks), "loop"
             (`tf.while_loop` accumulating per-task meta-gradients) or "auto".
+        jit_compile: compile the meta step with XLA. Measured on CPU (DESIGN.md),
+            XLA made conv nets many times slower and recompiled every step
+            together with `vectorized_map`: the recipes turn it on for GPUs only.
 
     BatchNormalization uses batch statistics in the inner loop and on the
     query set, as in the MAML paper (transductive evaluation). Each
@@ -116,6 +119,7 @@ class MetaLearner:
         learn_inner_rates=False,
         exact_batchnorm=True,
         strategy="auto",
+        jit_compile=False,
     ):
         self.algorithm = _check_choice("algorithm", algorithm, ALGORITHMS)
         self.loss = _check_choice("loss", loss, inner.LOSSES)
@@ -154,8 +158,9 @@ class MetaLearner:
 
         # One compiled function per configuration; shapes are fixed by the
         # first call, so each traces once (see `train_step_tracing_count`).
-        self._train_function = tf.function(self._train_graph)
-        self._gradient_function = tf.function(self._meta_gradient_graph)
+        self.jit_compile = bool(jit_compile)
+        self._train_function = tf.function(self._train_graph, jit_compile=self.jit_compile)
+        self._gradient_function = tf.function(self._meta_gradient_graph, jit_compile=self.jit_compile)
         self._evaluate_functions = {}
         self._adapt_functions = {}
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from workbench import runs
 from workbench.callbacks import MODEL_VARIABLES, OPTIMIZER_VARIABLES, save_weights_atomically
+from workbench.devices import use_xla
 from workbench.errors import DataError, TrainingError
 from workbench.history import HistoryFile
 from workbench.meta.learner import MetaLearner, summarize
@@ -85,6 +86,7 @@ def build_learner(recipe, model: keras.Model, tasks: TaskDistribution) -> MetaLe
         optimizer=make_optimizer(outer.optimizer, rate),
         multi_step_loss=recipe.inner.multi_step_loss,
         learn_inner_rates=recipe.inner.learn_rates,
+        jit_compile=use_xla(recipe.jit_compile),
     )
 
 

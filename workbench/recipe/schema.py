@@ -293,6 +293,7 @@ class Phase(Section):
 class RecipeBase(Section):
     name: str | None = None
     seed: int = 1337
+    jit_compile: Literal["auto"] | bool = "auto"  # XLA: auto turns it on where a GPU is visible
 
     @model_validator(mode="after")
     def _default_name(self, info: ValidationInfo) -> RecipeBase:

@@ -153,7 +153,7 @@ def test_a_run_leaves_the_artifacts_of_design(finished_run):
     assert [row.split(",")[0] for row in history[1:]] == ["head", "head", "fine-tune"]
     assert json.loads((run_dir / runs.CLASSES_FILE).read_text()) == ["glyph-0", "glyph-1", "glyph-2"]
     checkpoints = sorted(p.name for p in (run_dir / runs.CHECKPOINTS_DIR).iterdir())
-    assert checkpoints[:3] == ["phase-00-head.weights.h5", "phase-01-fine-tune.weights.h5", "resume.json"]
+    assert checkpoints[:3] == ["phase-00-head.best.npz", "phase-01-fine-tune.best.npz", "resume.json"]
     assert checkpoints[3].startswith("state-") and len(checkpoints) == 4
     assert any((run_dir / runs.LOGS_DIR).rglob("events.out.tfevents.*"))
     assert load_recipe(run_dir / runs.RECIPE_FILE).base.weights.endswith("mobilenetv3small.weights.h5")

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 
-def use_xla(setting) -> bool:
-    """A recipe's `jit_compile`: true, false, or auto (XLA where a GPU is visible).
+def use_xla(setting, convolutional: bool = True) -> bool:
+    """A recipe's `jit_compile`: true, false, or auto.
 
-    On CPU, XLA made conv nets many times slower here (DESIGN.md), so auto keeps
-    it for GPUs.
+    Auto compiles with XLA where a GPU is visible, and on CPU for nets without
+    convolutions: measured here, XLA made the sinusoid meta step 1.4x faster on
+    CPU and conv nets many times slower (DESIGN.md, benchmarks/RESULTS.md).
     """
     if setting == "auto":
         import tensorflow as tf
 
-        return bool(tf.config.list_physical_devices("GPU"))
+        return bool(tf.config.list_physical_devices("GPU")) or not convolutional
     return bool(setting)

@@ -60,7 +60,7 @@ def train_transfer(recipe, run: runs.Run, runs_dir: Path, resume: bool = False) 
             freezing.unfreeze(model.get_layer(BACKBONE), phase.unfreeze, recipe.freeze.batchnorm)
         if index >= state["phase"]:
             resume_from = saved if saved and index == state["phase"] else None
-            phases.append(_fit_phase(model, phase, index, recipe, data, run, history, resume_from, point, phases))
+            phases.append(fit_phase(model, phase, index, recipe, data, run, history, resume_from, point, phases))
     if saved and state["phase"] >= len(recipe.schedule):
         resume.load_variables(model.variables, saved[1] / MODEL_VARIABLES)
     metrics = {"phases": phases, **_test_metrics(model, data)}
@@ -92,11 +92,11 @@ def _scratch_baseline(model: keras.Model, recipe, data: ImageSplits, run: runs.R
     phase = first.model_copy(
         update={"name": "scratch", "epochs": sum(p.epochs for p in recipe.schedule), "warmup_epochs": 0.0, "early_stopping": None}
     )
-    result = _fit_phase(scratch, phase, len(recipe.schedule), recipe, data, run, history, label="baseline-scratch")
+    result = fit_phase(scratch, phase, len(recipe.schedule), recipe, data, run, history, label="baseline-scratch")
     return {**result, **_test_metrics(scratch, data)}
 
 
-def _fit_phase(
+def fit_phase(
     model: keras.Model,
     phase,
     index: int,
@@ -132,7 +132,7 @@ def _fit_phase(
             initial_epoch, best, stop_state, stopped = state["epoch"], state["best"], state.get("early_stopping") or {}, state["stopped"]
     validation = data.validation
     monitor = phase.monitor if validation is not None else phase.monitor.removeprefix("val_")
-    checkpoint = callbacks.BestCheckpoint(run.file(runs.CHECKPOINTS_DIR) / f"{label}.weights.h5", monitor, best)
+    checkpoint = callbacks.BestCheckpoint(run.file(runs.CHECKPOINTS_DIR) / f"{label}.best.npz", monitor, best)
     early = None
     if phase.early_stopping is not None:
         stop = phase.early_stopping
@@ -178,8 +178,7 @@ def _fit_phase(
             verbose=1 if sys.stdout.isatty() else 2,
         )
         epochs += len(fitted.epoch)
-    if checkpoint.path.exists():
-        model.load_weights(checkpoint.path)
+    checkpoint.restore(model)
     result = {"name": phase.name, "epochs": epochs}
     if validation is not None:
         loss, accuracy = model.evaluate(validation, verbose=0)

@@ -293,7 +293,7 @@ class Phase(Section):
 class RecipeBase(Section):
     name: str | None = None
     seed: int = 1337
-    jit_compile: Literal["auto"] | bool = "auto"  # XLA: auto turns it on where a GPU is visible
+    jit_compile: Literal["auto"] | bool = "auto"  # XLA; auto: on GPUs, and on CPU for nets without convolutions
 
     @model_validator(mode="after")
     def _default_name(self, info: ValidationInfo) -> RecipeBase:

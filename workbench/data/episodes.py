@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from workbench.data.episodes_types import Episodes
+from workbench.data.episodes_types import Episodes, TaskStream
 from workbench.data.images import check_positive_int
 from workbench.errors import DataError
 
@@ -133,7 +133,7 @@ def rotate_classes(images_by_class: Sequence[np.ndarray], rotations: Sequence[in
     return [np.rot90(images, turn, axes=(1, 2)) for images in images_by_class for turn in turns]
 
 
-class EpisodeSampler:
+class EpisodeSampler(TaskStream):
     """Samples batches of N-way K-shot tasks from uint8 images grouped by class.
 
     Each task picks `ways` distinct classes in random order (the order gives labels
@@ -198,15 +198,6 @@ class EpisodeSampler:
     @property
     def num_classes(self) -> int:
         return len(self._classes)
-
-    @property
-    def rng_state(self) -> dict:
-        """The state of the task stream that `sample` draws from (JSON-serializable)."""
-        return self._rng.bit_generator.state
-
-    @rng_state.setter
-    def rng_state(self, state: dict) -> None:
-        self._rng.bit_generator.state = state
 
     def sample(self, batch_size: int) -> Episodes:
         """The next `batch_size` tasks of this sampler's stream."""

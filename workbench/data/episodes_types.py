@@ -1,4 +1,4 @@
-"""The `Episodes` container shared by every episodic task sampler.
+"""The containers shared by every episodic task sampler: `Episodes`, and the `TaskStream` state.
 
 A meta-batch holds `B` tasks. Each task has a support set (the examples the
 inner loop adapts on) and a query set (the examples the adapted model is
@@ -11,7 +11,9 @@ scored on). The arrays always carry the task axis first:
 
 import dataclasses
 
-__all__ = ["Episodes"]
+import numpy as np
+
+__all__ = ["Episodes", "TaskStream"]
 
 _FIELDS = ("support_x", "support_y", "query_x", "query_y")
 
@@ -58,3 +60,22 @@ class Episodes:
     def take(self, indices):
         """Returns the tasks at `indices` (a slice or an index array) as new `Episodes`."""
         return Episodes(*(getattr(self, name)[indices] for name in _FIELDS))
+
+
+class TaskStream:
+    """A sampler whose tasks come from the NumPy generator `self._rng`.
+
+    Its state can be read and restored, so that a resumed run draws the same
+    tasks as an uninterrupted one.
+    """
+
+    _rng: np.random.Generator
+
+    @property
+    def rng_state(self) -> dict:
+        """The generator's state (JSON-serializable)."""
+        return self._rng.bit_generator.state
+
+    @rng_state.setter
+    def rng_state(self, state: dict) -> None:
+        self._rng.bit_generator.state = state

@@ -7,7 +7,7 @@ pure function of its seed: the same seed yields the same stream of tasks.
 
 import numpy as np
 
-from workbench.data.episodes_types import Episodes
+from workbench.data.episodes_types import Episodes, TaskStream
 
 __all__ = ["SinusoidTasks"]
 
@@ -31,7 +31,7 @@ def _check_range(name, value):
     return low, high
 
 
-class SinusoidTasks:
+class SinusoidTasks(TaskStream):
     """Draws meta-batches of sinusoid regression tasks.
 
     Args:
@@ -68,15 +68,6 @@ class SinusoidTasks:
         self.phase_range = _check_range("phase_range", phase_range)
         self.input_range = _check_range("input_range", input_range)
         self._rng = np.random.default_rng(seed)
-
-    @property
-    def rng_state(self) -> dict:
-        """The state of the task stream that `sample` draws from (JSON-serializable)."""
-        return self._rng.bit_generator.state
-
-    @rng_state.setter
-    def rng_state(self, state: dict) -> None:
-        self._rng.bit_generator.state = state
 
     def sample(self, batch_size, seed=None):
         """Draws `batch_size` tasks as `Episodes` of float32 `[B, n, 1]` arrays.

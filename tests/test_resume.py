@@ -36,8 +36,8 @@ seed: 5
 tasks: {source: sinusoid, shots: 5, queries: 5}
 model: {builtin: mlp}
 inner: {steps: 1, learning_rate: 0.01}
-outer: {meta_batch_size: 10, iterations: 1500}
-evaluation: {tasks: 50, steps: [1, 3], every: 250, validation_tasks: 20}
+outer: {meta_batch_size: 10, iterations: 6000}
+evaluation: {tasks: 50, steps: [1, 3], every: 1000, validation_tasks: 20}
 """
 
 ENVIRONMENT = {**os.environ, "TF_DETERMINISTIC_OPS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -95,7 +95,7 @@ def test_sigkill_at_random_moments_then_resume_matches_an_uninterrupted_run(tmp_
 
 def test_resume_refuses_a_changed_recipe_and_a_finished_run(tmp_path):
     recipe = tmp_path / "meta.yaml"
-    recipe.write_text(META.replace("iterations: 1500", "iterations: 20").replace("every: 250", "every: 10"))
+    recipe.write_text(META.replace("iterations: 6000", "iterations: 20").replace("every: 1000", "every: 10"))
     result = CliRunner().invoke(main, ["run", str(recipe), "--runs-dir", str(tmp_path / "runs")])
     assert result.exit_code == 0, result.output
     run_dir = next((tmp_path / "runs").iterdir())

@@ -180,12 +180,6 @@ class Run:
     def write_json(self, name: str, value: Any) -> None:
         atomic_write_json(self.file(name), value)
 
-    def read_json(self, name: str) -> Any:
-        path = self.file(name)
-        if not path.is_file():
-            raise RunError(f"{self.path}: no {name}; the run did not finish")
-        return json.loads(path.read_text())
-
     def load_recipe(self):
         """The resolved recipe this run was made from."""
         from workbench.recipe import load_recipe

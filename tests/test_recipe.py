@@ -159,6 +159,16 @@ MALFORMED = [
     ("rotation not a right angle", _replace("shots: 5", "shots: 5\n  rotations: [45]", META), 5, "tasks.rotations.0"),
     ("meta validation path missing", _replace("shots: 5", "shots: 5\n  validation: other.zip", META), 5, "tasks.validation"),
     ("merge key", "base: &b {source: builtin}\nkind: transfer\nother:\n  <<: *b\n", 4, "other"),
+    ("unknown strategy", TRANSFER + "distribute: {strategy: horovod}\n", 11, "distribute.strategy"),
+    ("device name", TRANSFER + "distribute: {strategy: mirrored, devices: [gpu0]}\n", 11, "distribute.devices"),
+    ("device twice", TRANSFER + "distribute: {strategy: mirrored, devices: [/gpu:0, GPU:0]}\n", 11, "distribute.devices"),
+    ("devices without mirrored", TRANSFER + "distribute: {strategy: multi_worker, devices: [/gpu:0]}\n", 11, "distribute"),
+    (
+        "meta-batch over devices",
+        META + "outer: {meta_batch_size: 25}\ndistribute: {strategy: mirrored, devices: [/cpu:0, /cpu:1]}\n",
+        1,
+        "",
+    ),
 ]
 
 

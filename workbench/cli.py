@@ -71,7 +71,7 @@ def run(recipe: Path, overrides: tuple[str, ...], runs_dir: Path):
     from workbench.runner import run_recipe
 
     run_dir = run_recipe(load_recipe(recipe, overrides), recipe, runs_dir, overrides)
-    click.echo(str(run_dir))
+    click.echo(str(run_dir) if run_dir else "worker finished; the chief wrote the run directory")
 
 
 @main.command()

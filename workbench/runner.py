@@ -2,22 +2,35 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import tempfile
 import traceback
 from pathlib import Path
 
+from workbench import devices
 from workbench.errors import RunError
 from workbench.recipe import to_yaml
 from workbench.runs import Run, latest_finished, still_running
 
 
-def run_recipe(recipe, recipe_path: Path, runs_dir: Path, overrides: tuple[str, ...] = ()) -> Path:
-    """Train `recipe` in a new run directory under `runs_dir`; return that directory."""
+def run_recipe(recipe, recipe_path: Path, runs_dir: Path, overrides: tuple[str, ...] = ()) -> Path | None:
+    """Train `recipe` in a new run directory under `runs_dir`; return that directory.
+
+    Under `distribute: multi_worker`, only the chief writes a run directory;
+    the other workers train alongside it in a temporary one, deleted at the
+    end, and return None.
+    """
+    strategy = devices.strategy_for(recipe.distribute)
     recipe_yaml = to_yaml(recipe)
-    run = Run.create(runs_dir, recipe.name)
-    run.start(recipe, recipe_yaml, recipe_path=Path(recipe_path).resolve(), overrides=list(overrides))
-    _execute(recipe, run, Path(runs_dir), resume=False)
-    return run.path
+    with contextlib.ExitStack() as stack:
+        chief = devices.is_chief(strategy)
+        if not chief:
+            runs_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="workbench-worker-")))
+        run = Run.create(runs_dir, recipe.name)
+        run.start(recipe, recipe_yaml, recipe_path=Path(recipe_path).resolve(), overrides=list(overrides))
+        _execute(recipe, run, Path(runs_dir), strategy, resume=False)
+        return run.path if chief else None
 
 
 def resume_run(run_path: Path) -> Path:
@@ -33,6 +46,10 @@ def resume_run(run_path: Path) -> Path:
     if still_running(manifest):
         raise RunError(f"{run.path}: still running (process {manifest['process']['pid']}); stop it before resuming")
     recipe = run.load_recipe()
+    if recipe.distribute.strategy == "multi_worker":
+        raise RunError(
+            f"{run.path}: multi_worker runs cannot be resumed (the workers kept no resume points); run it anew with `workbench run`"
+        )
     source = Path(manifest.get("recipe_path", ""))
     if source.is_file():
         from workbench.recipe import load_recipe
@@ -40,21 +57,24 @@ def resume_run(run_path: Path) -> Path:
         changes = _differences(recipe.model_dump(mode="json"), load_recipe(source, manifest.get("overrides", [])).model_dump(mode="json"))
         if changes:
             raise RunError(f"{source}: changed since {run.path.name} started ({'; '.join(changes[:5])}); run it anew with `workbench run`")
+    strategy = devices.strategy_for(recipe.distribute)
     run.mark("running", resumed=manifest.get("resumed", 0) + 1)
-    _execute(recipe, run, run.path.parent, resume=True)
+    _execute(recipe, run, run.path.parent, strategy, resume=True)
     return run.path
 
 
-def _execute(recipe, run: Run, runs_dir: Path, resume: bool) -> None:
+def _execute(recipe, run: Run, runs_dir: Path, strategy, resume: bool) -> None:
+    """Train in `run`, every variable created in `strategy`'s scope; record how it ended in the manifest."""
     try:
-        if recipe.kind == "transfer":
-            from workbench.transfer import train_transfer
+        with strategy.scope():
+            if recipe.kind == "transfer":
+                from workbench.transfer import train_transfer
 
-            train_transfer(recipe, run, runs_dir=runs_dir, resume=resume)
-        else:
-            from workbench.meta.runner import train_meta
+                train_transfer(recipe, run, runs_dir=runs_dir, resume=resume)
+            else:
+                from workbench.meta.runner import train_meta
 
-            train_meta(recipe, run, runs_dir=runs_dir, resume=resume)
+                train_meta(recipe, run, runs_dir=runs_dir, resume=resume)
     except KeyboardInterrupt:
         run.mark("interrupted")
         raise

@@ -17,7 +17,7 @@ import keras
 from workbench import callbacks, resume, runs
 from workbench.callbacks import MODEL_VARIABLES, OPTIMIZER_VARIABLES
 from workbench.data.datasets import ImageSplits, load_image_splits
-from workbench.devices import use_xla
+from workbench.devices import distributed, use_xla
 from workbench.history import HistoryFile
 from workbench.models import freezing
 from workbench.models.bases import BACKBONE, build_backbone
@@ -55,15 +55,16 @@ def train_transfer(recipe, run: runs.Run, runs_dir: Path, resume: bool = False) 
     state = saved[0] if saved else {"phase": 0, "phases": [], "history_rows": 0}
     history = HistoryFile(run.file(runs.HISTORY_FILE), keep=state["history_rows"])
     phases = list(state["phases"])
-    for index, phase in enumerate(recipe.schedule):
-        if phase.unfreeze is not None:
-            freezing.unfreeze(model.get_layer(BACKBONE), phase.unfreeze, recipe.freeze.batchnorm)
-        if index >= state["phase"]:
-            resume_from = saved if saved and index == state["phase"] else None
-            phases.append(fit_phase(model, phase, index, recipe, data, run, history, resume_from, point, phases))
-    if saved and state["phase"] >= len(recipe.schedule):
-        resume.load_variables(model.variables, saved[1] / MODEL_VARIABLES)
-    metrics = {"phases": phases, **_test_metrics(model, data)}
+    with distributed(model):
+        for index, phase in enumerate(recipe.schedule):
+            if phase.unfreeze is not None:
+                freezing.unfreeze(model.get_layer(BACKBONE), phase.unfreeze, recipe.freeze.batchnorm)
+            if index >= state["phase"]:
+                resume_from = saved if saved and index == state["phase"] else None
+                phases.append(fit_phase(model, phase, index, recipe, data, run, history, resume_from, point, phases))
+        if saved and state["phase"] >= len(recipe.schedule):
+            resume.load_variables(model.variables, saved[1] / MODEL_VARIABLES)
+        metrics = {"phases": phases, **_test_metrics(model, data)}
     save_model(model, run.file(runs.MODEL_FILE))
     if recipe.baseline == "scratch":
         metrics["baseline"] = {"scratch": _scratch_baseline(model, recipe, data, run, history)}
@@ -92,8 +93,9 @@ def _scratch_baseline(model: keras.Model, recipe, data: ImageSplits, run: runs.R
     phase = first.model_copy(
         update={"name": "scratch", "epochs": sum(p.epochs for p in recipe.schedule), "warmup_epochs": 0.0, "early_stopping": None}
     )
-    result = fit_phase(scratch, phase, len(recipe.schedule), recipe, data, run, history, label="baseline-scratch")
-    return {**result, **_test_metrics(scratch, data)}
+    with distributed(scratch):
+        result = fit_phase(scratch, phase, len(recipe.schedule), recipe, data, run, history, label="baseline-scratch")
+        return {**result, **_test_metrics(scratch, data)}
 
 
 def fit_phase(

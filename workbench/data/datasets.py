@@ -110,7 +110,7 @@ def _pipeline(images: np.ndarray, labels: np.ndarray, batch_size: int):
     import tensorflow as tf
 
     dataset = tf.data.Dataset.from_tensor_slices((images, labels))
-    return dataset.batch(batch_size).map(_to_float, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return _split_by_batch(dataset.batch(batch_size).map(_to_float, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE))
 
 
 def _shuffled_pipeline(images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int):
@@ -126,7 +126,20 @@ def _shuffled_pipeline(images: np.ndarray, labels: np.ndarray, batch_size: int, 
 
     dataset = tf.data.Dataset.from_tensors(0).map(permutation).unbatch().batch(batch_size)
     dataset = dataset.map(lambda index: (tf.gather(images, index), tf.gather(labels, index)), num_parallel_calls=tf.data.AUTOTUNE)
-    return dataset.map(_to_float, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE), epoch
+    return _split_by_batch(dataset.map(_to_float, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)), epoch
+
+
+def _split_by_batch(dataset):
+    """Under `multi_worker`, every worker reads the same batches and keeps its share of each.
+
+    tf.data's DATA sharding: the global batch stays the recipe's `batch_size`
+    and the order the one of a single device, whatever the source's files.
+    """
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
 
 
 def _to_float(images, labels):
@@ -162,7 +175,7 @@ def _tfds_splits(data) -> ImageSplits:
         count = int(dataset.reduce(0, lambda total, _: total + 1))
         if shuffle:
             dataset = dataset.shuffle(min(count, 10_000), reshuffle_each_iteration=True)
-        return dataset.batch(data.batch_size).prefetch(tf.data.AUTOTUNE), count
+        return _split_by_batch(dataset.batch(data.batch_size).prefetch(tf.data.AUTOTUNE)), count
 
     (train, n_train), (valid, n_valid), (test, n_test) = (
         split(data.splits.train, True),

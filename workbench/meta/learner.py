@@ -159,8 +159,13 @@ class MetaLearner:
         # One compiled function per configuration; shapes are fixed by the
         # first call, so each traces once (see `train_step_tracing_count`).
         self.jit_compile = bool(jit_compile)
-        self._train_function = tf.function(self._train_graph, jit_compile=self.jit_compile)
         self._gradient_function = tf.function(self._meta_gradient_graph, jit_compile=self.jit_compile)
+        self._distribution = tf.distribute.get_strategy()
+        if self.replicas > 1:
+            # XLA compiles each replica's share; `strategy.run` itself cannot be compiled.
+            self._train_function = tf.function(self._replicated_train_graph)
+        else:
+            self._train_function = tf.function(self._train_graph, jit_compile=self.jit_compile)
         self._evaluate_functions = {}
         self._adapt_functions = {}
 
@@ -209,6 +214,11 @@ class MetaLearner:
     def meta_variables(self):
         """What the outer optimizer updates: the model's trainable variables, then learned inner rates."""
         return list(self._meta_variables)
+
+    @property
+    def replicas(self):
+        """How many replicas share each meta-batch: those of the `tf.distribute` strategy the learner was made in."""
+        return self._distribution.num_replicas_in_sync
 
     @property
     def train_step_tracing_count(self):
@@ -312,12 +322,39 @@ class MetaLearner:
     def _train_graph(self, support_x, support_y, query_x, query_y):
         loss, metric, grads, new_state = self._meta_gradient_graph(support_x, support_y, query_x, query_y)
         self.optimizer.apply(grads, self._meta_variables)
+        self._set_state(new_state)
+        return {"loss": loss, "metric": metric}
+
+    def _replicated_train_graph(self, *tasks):
+        """`_train_graph` with the meta-batch split over the strategy's replicas.
+
+        Each replica takes its consecutive share of the tasks, computes their
+        mean meta-gradient and hands it, divided by the number of replicas, to
+        the optimizer, which sums the replicas' gradients (an all-reduce, across
+        workers too) into the meta-batch mean before its one update of the
+        mirrored variables. Every worker holds the whole meta-batch, sampled
+        from the same seed.
+        """
+
+        def replica_step(*tasks):
+            share = tasks[0].shape[0] // self.replicas
+            start = tf.distribute.get_replica_context().replica_id_in_sync_group * share
+            loss, metric, grads, new_state = self._gradient_function(*(t[start : start + share] for t in tasks))
+            self.optimizer.apply([g / self.replicas for g in grads], self._meta_variables)
+            return loss, metric, new_state
+
+        outputs = self._distribution.run(replica_step, args=tasks)
+        mean = tf.distribute.ReduceOp.MEAN
+        loss, metric, new_state = tf.nest.map_structure(lambda value: self._distribution.reduce(mean, value, axis=None), outputs)
+        self._set_state(new_state)
+        return {"loss": loss, "metric": metric}
+
+    def _set_state(self, new_state):
         # The mean over tasks of one momentum update each is one momentum
         # update with the mean of the tasks' batch statistics.
         variables = self.model.non_trainable_variables
         for index, value in zip(self._float_state, new_state, strict=True):
             variables[index].assign(value)
-        return {"loss": loss, "metric": metric}
 
     def _curve_graph(self, steps, support_x, support_y, query_x, query_y):
         """Per-task query metrics `[tasks, len(steps)]` after each count of inner steps in `steps`."""
@@ -371,8 +408,13 @@ class MetaLearner:
         `loss` is the meta-loss (mean query loss after adaptation) and
         `metric` the matching mean mse or accuracy, both before the update.
         Keep the meta-batch shapes fixed: new shapes trace a new graph.
+        Under a strategy with several replicas, the meta-batch size must be a
+        multiple of `replicas`.
         """
-        logs = self._train_function(*self._tensors(episodes))
+        tasks = self._tensors(episodes)
+        if tasks[0].shape[0] % self.replicas:
+            raise ValueError(f"Expected a meta-batch that splits evenly over {self.replicas} replicas. Received: {tasks[0].shape[0]} tasks")
+        logs = self._train_function(*tasks)
         return {name: float(value) for name, value in logs.items()}
 
     def meta_gradient(self, episodes):

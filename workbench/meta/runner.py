@@ -109,6 +109,11 @@ def train_meta(recipe, run: runs.Run, runs_dir=None, resume: bool = False) -> di
     keras.utils.set_random_seed(recipe.seed)
     tasks = build_tasks(recipe.tasks, recipe.seed)
     learner = build_learner(recipe, build_meta_model(recipe, tasks, runs_dir), tasks)
+    if recipe.outer.meta_batch_size % learner.replicas:
+        raise TrainingError(
+            f"outer.meta_batch_size ({recipe.outer.meta_batch_size}) must split evenly over the {learner.replicas} replicas "
+            f"of distribute: {recipe.distribute.strategy}; use a multiple of {learner.replicas}"
+        )
     training = MetaTraining(recipe, run, tasks, learner)
     if resume:
         training.restore()

@@ -290,10 +290,41 @@ class Phase(Section):
         return self
 
 
+DEVICE_NAME = re.compile(r"^/?(?:device:)?(CPU|GPU):(\d+)$", re.IGNORECASE)
+
+
+def _device_names(value: list[str]) -> list[str]:
+    for name in value:
+        if not DEVICE_NAME.match(name):
+            raise ValueError(f"device names look like /gpu:0 or /cpu:1. Received: {name!r}")
+    canonical = [DEVICE_NAME.match(name).expand(r"\1:\2").upper() for name in value]
+    duplicates = sorted({name for name in canonical if canonical.count(name) > 1})
+    if duplicates:
+        raise ValueError(f"each device once; {duplicates[0]} is listed twice")
+    return value
+
+
+class Distribute(Section):
+    """Where training runs: one device, the local devices (mirrored), or several machines (multi_worker)."""
+
+    strategy: Literal["default", "mirrored", "multi_worker"] = "default"
+    devices: Annotated[list[str], Field(min_length=1), AfterValidator(_device_names)] | None = None
+
+    @model_validator(mode="after")
+    def _check_devices(self) -> Distribute:
+        if self.devices is not None and self.strategy != "mirrored":
+            raise ValueError(
+                f"devices chooses the local devices of strategy: mirrored; {self.strategy} takes none"
+                + (" (each worker uses its local devices)" if self.strategy == "multi_worker" else "")
+            )
+        return self
+
+
 class RecipeBase(Section):
     name: str | None = None
     seed: int = 1337
     jit_compile: Literal["auto"] | bool = "auto"  # XLA; auto: on GPUs, and on CPU for nets without convolutions
+    distribute: Distribute = Distribute()
 
     @model_validator(mode="after")
     def _default_name(self, info: ValidationInfo) -> RecipeBase:
@@ -421,6 +452,11 @@ class MetaRecipe(RecipeBase):
         if self.algorithm == "pretrain" and not regression:
             raise ValueError(
                 "algorithm pretrain (joint training, then fine-tuning) needs regression tasks; for images, use a transfer recipe as the baseline"
+            )
+        replicas = len(self.distribute.devices or [])
+        if replicas and self.outer.meta_batch_size % replicas:
+            raise ValueError(
+                f"outer.meta_batch_size ({self.outer.meta_batch_size}) must split evenly over the {replicas} devices of distribute.devices"
             )
         if self.algorithm in ("reptile", "metasgd") and (self.inner.multi_step_loss or self.inner.learn_rates):
             raise ValueError(f"inner.multi_step_loss and inner.learn_rates are MAML++ options; they do not apply to {self.algorithm}")

@@ -1,0 +1,133 @@
+"""`distribute`: mirrored over logical CPU devices and two real workers on 127.0.0.1 train what one device trains.
+
+Logical devices must exist before TensorFlow starts, and a cluster needs one
+process per worker, so every run here is a `python -m workbench` subprocess.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from workbench import runs
+
+TRANSFER = """\
+kind: transfer
+name: spread-transfer
+seed: 3
+data: {source: synthetic, name: glyphs, classes: 4, samples: 40, image_size: [16, 16], channels: 1, validation: 0.25, test: 0.25, batch_size: 8}
+base: {source: builtin, name: conv4, weights: none}
+freeze: {layers: {last: 8}}
+schedule:
+  - {name: head, epochs: 2, learning_rate: 3.0e-3, lr_schedule: cosine}
+  - {name: fine-tune, unfreeze: all, epochs: 2, optimizer: sgd, learning_rate: 0.02}
+"""
+
+META = """\
+kind: meta
+name: spread-meta
+seed: 5
+tasks: {source: sinusoid, shots: 5, queries: 5}
+model: {builtin: mlp}
+inner: {steps: 1, learning_rate: 0.01}
+outer: {meta_batch_size: 10, iterations: 40}
+evaluation: {tasks: 20, steps: [1, 3], every: 20, validation_tasks: 10}
+"""
+
+MIRRORED = ["--set", "distribute.strategy=mirrored", "--set", "distribute.devices=[/cpu:0, /cpu:1]"]
+ENVIRONMENT = {**os.environ, "TF_DETERMINISTIC_OPS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+def _start(recipe, runs_dir, *args, env=None):
+    return subprocess.Popen(
+        [sys.executable, "-m", "workbench", "run", str(recipe), "--runs-dir", str(runs_dir), *args],
+        env=env or ENVIRONMENT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _finish(process):
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err[-3000:]
+    return out.strip().splitlines()[-1]
+
+
+def _weights(runs_dir):
+    (run_dir,) = runs_dir.iterdir()
+    assert json.loads((run_dir / runs.MANIFEST_FILE).read_text())["status"] == "finished"
+    return keras.models.load_model(run_dir / runs.MODEL_FILE).get_weights()
+
+
+def _assert_same_weights(expected, received):
+    assert len(expected) == len(received)
+    for index, (a, b) in enumerate(zip(expected, received, strict=True)):
+        np.testing.assert_allclose(b, a, rtol=0, atol=1e-5, err_msg=f"weight {index}")
+
+
+@pytest.fixture(scope="module")
+def recipes(tmp_path_factory):
+    """Each recipe, and its final weights on the default strategy (one device)."""
+    folder = tmp_path_factory.mktemp("distribute")
+    result = {}
+    for kind, text in (("transfer", TRANSFER), ("meta", META)):
+        recipe = folder / f"{kind}.yaml"
+        recipe.write_text(text)
+        _finish(_start(recipe, folder / f"{kind}-default"))
+        result[kind] = (recipe, _weights(folder / f"{kind}-default"))
+    return result
+
+
+@pytest.mark.parametrize("kind", ["transfer", "meta"])
+def test_mirrored_over_two_logical_cpus_trains_the_same_weights(recipes, tmp_path, kind):
+    recipe, expected = recipes[kind]
+    _finish(_start(recipe, tmp_path, *MIRRORED))
+    _assert_same_weights(expected, _weights(tmp_path))
+    assert "strategy: mirrored" in (next(tmp_path.iterdir()) / runs.RECIPE_FILE).read_text()
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.mark.parametrize("kind", ["transfer", "meta"])
+def test_two_workers_on_localhost_train_the_same_weights_and_only_the_chief_writes(recipes, tmp_path, kind):
+    recipe, expected = recipes[kind]
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
+    workers = [
+        _start(
+            recipe,
+            tmp_path / f"worker-{index}",
+            "--set",
+            "distribute.strategy=multi_worker",
+            env={**ENVIRONMENT, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})},
+        )
+        for index in range(2)
+    ]
+    chief_line, worker_line = (_finish(worker) for worker in workers)
+    assert chief_line.startswith(str(tmp_path / "worker-0"))
+    assert "chief" in worker_line and not (tmp_path / "worker-1").exists()
+    _assert_same_weights(expected, _weights(tmp_path / "worker-0"))
+
+
+def test_multi_worker_without_tf_config_is_refused_in_one_line_before_any_run_directory(recipes, tmp_path):
+    recipe, _ = recipes["meta"]
+    environment = {key: value for key, value in ENVIRONMENT.items() if key != "TF_CONFIG"}
+    process = _start(recipe, tmp_path / "runs", "--set", "distribute.strategy=multi_worker", env=environment)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 2
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].endswith("TF_CONFIG environment variable, which is not set")
+    assert not (tmp_path / "runs").exists()

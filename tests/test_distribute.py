@@ -39,6 +39,20 @@ outer: {meta_batch_size: 10, iterations: 40}
 evaluation: {tasks: 20, steps: [1, 3], every: 20, validation_tasks: 10}
 """
 
+# Conv4 with BatchNorm (exact batch moments, per task) and the per-task loop. Plain SGD:
+# Adam turns reduction-order noise on weights whose gradient is nearly zero (a convolution's
+# bias before BatchNorm) into steps of the learning rate's size.
+META_CONV4 = """\
+kind: meta
+name: spread-meta-conv4
+seed: 2
+tasks: {source: synthetic, name: glyphs, classes: 60, samples: 20, image_size: [28, 28], validation: 0.3, test: 0.3, ways: 5, queries: 3}
+model: {builtin: conv4}
+inner: {steps: 1, learning_rate: 0.4}
+outer: {optimizer: sgd, learning_rate: 0.05, meta_batch_size: 4, iterations: 6}
+evaluation: {tasks: 10, steps: [1], every: 3, validation_tasks: 4}
+"""
+
 MIRRORED = ["--set", "distribute.strategy=mirrored", "--set", "distribute.devices=[/cpu:0, /cpu:1]"]
 ENVIRONMENT = {**os.environ, "TF_DETERMINISTIC_OPS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
 
@@ -76,7 +90,7 @@ def recipes(tmp_path_factory):
     """Each recipe, and its final weights on the default strategy (one device)."""
     folder = tmp_path_factory.mktemp("distribute")
     result = {}
-    for kind, text in (("transfer", TRANSFER), ("meta", META)):
+    for kind, text in (("transfer", TRANSFER), ("meta", META), ("meta-conv4", META_CONV4)):
         recipe = folder / f"{kind}.yaml"
         recipe.write_text(text)
         _finish(_start(recipe, folder / f"{kind}-default"))
@@ -84,7 +98,7 @@ def recipes(tmp_path_factory):
     return result
 
 
-@pytest.mark.parametrize("kind", ["transfer", "meta"])
+@pytest.mark.parametrize("kind", ["transfer", "meta", "meta-conv4"])
 def test_mirrored_over_two_logical_cpus_trains_the_same_weights(recipes, tmp_path, kind):
     recipe, expected = recipes[kind]
     _finish(_start(recipe, tmp_path, *MIRRORED))

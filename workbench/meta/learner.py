@@ -93,8 +93,11 @@ class MetaLearner:
         strategy: "vectorized" (`tf.vectorized_map` over tasks), "loop"
             (`tf.while_loop` accumulating per-task meta-gradients) or "auto".
         jit_compile: compile the meta step with XLA. Measured on CPU (DESIGN.md),
-            XLA made conv nets many times slower and recompiled every step
-            together with `vectorized_map`: the recipes turn it on for GPUs only.
+            XLA made conv nets many times slower and dense nets faster:
+            recipes' `jit_compile: auto` chooses (`workbench.devices.use_xla`).
+
+    Made inside a `tf.distribute` strategy's scope with several replicas, the
+    learner splits each meta-batch over them (`replicas`).
 
     BatchNormalization uses batch statistics in the inner loop and on the
     query set, as in the MAML paper (transductive evaluation). Each

@@ -210,9 +210,9 @@ class MetaTraining:
                         for name, value in row.items():
                             if name not in ("phase", "iteration"):
                                 tf.summary.scalar(name, value)
-                    if validate or time.perf_counter() - last_point > self.RESUME_SECONDS:
-                        self.save_point(sampler.rng_state, self.seconds_before + time.perf_counter() - started)
-                        last_point = time.perf_counter()
+                if validate or time.perf_counter() - last_point > self.RESUME_SECONDS:
+                    self.save_point(sampler.rng_state, self.seconds_before + time.perf_counter() - started)
+                    last_point = time.perf_counter()
                 progress.update(iteration, values)
                 if stop_requested():
                     self.save_point(sampler.rng_state, self.seconds_before + time.perf_counter() - started)

@@ -16,12 +16,25 @@ import pytest
 
 from workbench import runs
 
+# Its base is another recipe's run, trained first under the same strategy: every worker
+# runs it alongside the chief.
+BASE = """\
+kind: transfer
+name: spread-base
+seed: 4
+data: {source: synthetic, name: glyphs, classes: 4, first_class: 4, samples: 24, image_size: [16, 16], channels: 1, validation: 0.0, batch_size: 8}
+base: {source: builtin, name: conv4, weights: none}
+freeze: {layers: none}
+schedule:
+  - {name: all, epochs: 1, optimizer: sgd, learning_rate: 0.05}
+"""
+
 TRANSFER = """\
 kind: transfer
 name: spread-transfer
 seed: 3
 data: {source: synthetic, name: glyphs, classes: 4, samples: 40, image_size: [16, 16], channels: 1, validation: 0.25, test: 0.25, batch_size: 8}
-base: {source: builtin, name: conv4, weights: none}
+base: {source: recipe, path: base.yaml}
 freeze: {layers: {last: 8}}
 schedule:
   - {name: head, epochs: 2, learning_rate: 3.0e-3, lr_schedule: cosine}
@@ -73,8 +86,13 @@ def _finish(process):
     return out.strip().splitlines()[-1]
 
 
-def _weights(runs_dir):
-    (run_dir,) = runs_dir.iterdir()
+def _run_dir(runs_dir, kind):
+    (run_dir,) = runs_dir.glob(f"spread-{kind}-2*")  # the recipe's run, not its base's
+    return run_dir
+
+
+def _weights(runs_dir, kind):
+    run_dir = _run_dir(runs_dir, kind)
     assert json.loads((run_dir / runs.MANIFEST_FILE).read_text())["status"] == "finished"
     return keras.models.load_model(run_dir / runs.MODEL_FILE).get_weights()
 
@@ -89,12 +107,13 @@ def _assert_same_weights(expected, received):
 def recipes(tmp_path_factory):
     """Each recipe, and its final weights on the default strategy (one device)."""
     folder = tmp_path_factory.mktemp("distribute")
+    (folder / "base.yaml").write_text(BASE)
     result = {}
     for kind, text in (("transfer", TRANSFER), ("meta", META), ("meta-conv4", META_CONV4)):
         recipe = folder / f"{kind}.yaml"
         recipe.write_text(text)
         _finish(_start(recipe, folder / f"{kind}-default"))
-        result[kind] = (recipe, _weights(folder / f"{kind}-default"))
+        result[kind] = (recipe, _weights(folder / f"{kind}-default", kind))
     return result
 
 
@@ -102,8 +121,8 @@ def recipes(tmp_path_factory):
 def test_mirrored_over_two_logical_cpus_trains_the_same_weights(recipes, tmp_path, kind):
     recipe, expected = recipes[kind]
     _finish(_start(recipe, tmp_path, *MIRRORED))
-    _assert_same_weights(expected, _weights(tmp_path))
-    assert "strategy: mirrored" in (next(tmp_path.iterdir()) / runs.RECIPE_FILE).read_text()
+    _assert_same_weights(expected, _weights(tmp_path, kind))
+    assert "strategy: mirrored" in (_run_dir(tmp_path, kind) / runs.RECIPE_FILE).read_text()
 
 
 def _free_ports(count):
@@ -133,7 +152,7 @@ def test_two_workers_on_localhost_train_the_same_weights_and_only_the_chief_writ
     chief_line, worker_line = (_finish(worker) for worker in workers)
     assert chief_line.startswith(str(tmp_path / "worker-0"))
     assert "chief" in worker_line and not (tmp_path / "worker-1").exists()
-    _assert_same_weights(expected, _weights(tmp_path / "worker-0"))
+    _assert_same_weights(expected, _weights(tmp_path / "worker-0", kind))
 
 
 def test_multi_worker_without_tf_config_is_refused_in_one_line_before_any_run_directory(recipes, tmp_path):

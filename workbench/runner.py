@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
+import atexit
 import json
+import shutil
 import tempfile
 import traceback
 from pathlib import Path
@@ -18,19 +19,28 @@ def run_recipe(recipe, recipe_path: Path, runs_dir: Path, overrides: tuple[str, 
     """Train `recipe` in a new run directory under `runs_dir`; return that directory.
 
     Under `distribute: multi_worker`, only the chief writes a run directory;
-    the other workers train alongside it in a temporary one, deleted at the
-    end, and return None.
+    the other workers train alongside it in a temporary one and return None.
     """
+    path, chief = _train_new_run(recipe, recipe_path, runs_dir, overrides)
+    return path if chief else None
+
+
+def _train_new_run(recipe, recipe_path: Path, runs_dir: Path, overrides: tuple[str, ...] = ()) -> tuple[Path, bool]:
+    """The new run's directory, and whether this process is the chief that keeps it."""
     strategy = devices.strategy_for(recipe.distribute)
-    recipe_yaml = to_yaml(recipe)
-    with contextlib.ExitStack() as stack:
-        chief = devices.is_chief(strategy)
-        if not chief:
-            runs_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="workbench-worker-")))
-        run = Run.create(runs_dir, recipe.name)
-        run.start(recipe, recipe_yaml, recipe_path=Path(recipe_path).resolve(), overrides=list(overrides))
-        _execute(recipe, run, Path(runs_dir), strategy, resume=False)
-        return run.path if chief else None
+    chief = devices.is_chief(strategy)
+    run = Run.create(Path(runs_dir) if chief else _worker_scratch(), recipe.name)
+    run.start(recipe, to_yaml(recipe), recipe_path=Path(recipe_path).resolve(), overrides=list(overrides))
+    # Every worker looks up bases from other runs in `runs_dir` alike.
+    _execute(recipe, run, Path(runs_dir), strategy, resume=False)
+    return run.path, chief
+
+
+def _worker_scratch() -> Path:
+    """A runs folder for a non-chief worker, deleted when the process exits (its base runs live there too)."""
+    folder = Path(tempfile.mkdtemp(prefix="workbench-worker-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
 
 
 def resume_run(run_path: Path) -> Path:
@@ -109,4 +119,4 @@ def run_or_reuse(recipe_path: Path, runs_dir: Path) -> Path:
     found = latest_finished(runs_dir, to_yaml(recipe))
     if found is not None:
         return found.path
-    return run_recipe(recipe, recipe_path, runs_dir)
+    return _train_new_run(recipe, recipe_path, runs_dir)[0]

@@ -20,6 +20,7 @@ from workbench.errors import WorkbenchError
 USAGE_ERROR = 2
 INTERRUPTED = 130
 DEFAULT_RUNS_DIR = "runs"
+WORKER_FINISHED = "worker finished; the chief wrote the run directory"  # what non-chief workers print
 
 
 class WorkbenchGroup(click.Group):
@@ -71,7 +72,7 @@ def run(recipe: Path, overrides: tuple[str, ...], runs_dir: Path):
     from workbench.runner import run_recipe
 
     run_dir = run_recipe(load_recipe(recipe, overrides), recipe, runs_dir, overrides)
-    click.echo(str(run_dir) if run_dir else "worker finished; the chief wrote the run directory")
+    click.echo(str(run_dir) if run_dir else WORKER_FINISHED)
 
 
 @main.command()
@@ -80,7 +81,8 @@ def resume(run_dir: Path):
     """Continue an interrupted or failed run from its last checkpoint."""
     from workbench.runner import resume_run
 
-    click.echo(str(resume_run(run_dir)))
+    resumed = resume_run(run_dir)
+    click.echo(str(resumed) if resumed else WORKER_FINISHED)
 
 
 @main.command()

@@ -43,23 +43,23 @@ def _worker_scratch() -> Path:
     return folder
 
 
-def resume_run(run_path: Path) -> Path:
+def resume_run(run_path: Path) -> Path | None:
     """Continue an unfinished run from its last resume point.
 
     Refused when the run has finished, or when its recipe file (with the same
     `--set` overrides) no longer resolves to the recipe the run started with.
+    Under `multi_worker`, every worker resumes the chief's run directory: the
+    others from a copy in a temporary folder, returning None.
     """
     run = Run.open(run_path)
     manifest = run.manifest
     if manifest["status"] == "finished":
         raise RunError(f"{run.path}: already finished; nothing to resume")
-    if still_running(manifest):
-        raise RunError(f"{run.path}: still running (process {manifest['process']['pid']}); stop it before resuming")
     recipe = run.load_recipe()
-    if recipe.distribute.strategy == "multi_worker":
-        raise RunError(
-            f"{run.path}: multi_worker runs cannot be resumed (the workers kept no resume points); run it anew with `workbench run`"
-        )
+    strategy = devices.strategy_for(recipe.distribute)
+    chief = devices.is_chief(strategy)
+    if chief and still_running(manifest):
+        raise RunError(f"{run.path}: still running (process {manifest['process']['pid']}); stop it before resuming")
     source = Path(manifest.get("recipe_path", ""))
     if source.is_file():
         from workbench.recipe import load_recipe
@@ -67,10 +67,22 @@ def resume_run(run_path: Path) -> Path:
         changes = _differences(recipe.model_dump(mode="json"), load_recipe(source, manifest.get("overrides", [])).model_dump(mode="json"))
         if changes:
             raise RunError(f"{source}: changed since {run.path.name} started ({'; '.join(changes[:5])}); run it anew with `workbench run`")
-    strategy = devices.strategy_for(recipe.distribute)
+    if not chief:
+        run = _worker_copy(run)
     run.mark("running", resumed=manifest.get("resumed", 0) + 1)
-    _execute(recipe, run, run.path.parent, strategy, resume=True)
-    return run.path
+    _execute(recipe, run, Path(run_path).parent, strategy, resume=True)
+    return run.path if chief else None
+
+
+def _worker_copy(run: Run) -> Run:
+    """The chief's run directory copied for a non-chief worker to resume from; the chief alone writes the original.
+
+    Consistent while the chief waits: it cannot write a new resume point
+    before this worker joins its first training step.
+    """
+    copy = _worker_scratch() / run.path.name
+    shutil.copytree(run.path, copy, ignore=shutil.ignore_patterns("events.out.tfevents.*"))
+    return Run.open(copy)
 
 
 def _execute(recipe, run: Run, runs_dir: Path, strategy, resume: bool) -> None:

@@ -4,7 +4,8 @@ A learner owns a copy of a Keras model (with exact BatchNormalization, see
 `workbench.meta.batchnorm`), the learned inner rates when the algorithm has
 them (`workbench.meta.rates`), and the outer optimizer. One meta-batch of
 tasks is one `train_step`; `evaluate` scores adaptation on held-out tasks;
-`adapt` and `export_model` give back ordinary Keras models for saving.
+`adapt` and `export_model` give back ordinary Keras models for saving. What
+runs for each task is a `workbench.meta.task_step.TaskStep`.
 
 How tasks are mapped (measured on Keras 3.15 / TF 2.21, 2 shared CPU cores,
 second-order MAML, one inner step): `tf.vectorized_map` batches dense nets
@@ -25,6 +26,7 @@ from workbench.meta import adapt as inner
 from workbench.meta.batchnorm import all_layers, has_batchnorm, set_moving_statistics, with_exact_batchnorm, with_standard_batchnorm
 from workbench.meta.builtin import HEAD_LAYER
 from workbench.meta.rates import INNER_RATES_FILE, InnerRates, load_rates, save_rates
+from workbench.meta.task_step import TaskStep
 
 __all__ = ["ALGORITHMS", "STRATEGIES", "INNER_RATES_FILE", "MetaLearner", "summarize"]
 
@@ -156,6 +158,18 @@ class MetaLearner:
             adapted = [self._weights[i] for i in self._adapted]
             self._rates = InnerRates(kind, adapted, self.inner_learning_rate, self.inner_steps)
         self._meta_variables = self._weights + (self._rates.variables if self._rates else [])
+        self._task = TaskStep(
+            self.model,
+            algorithm=self.algorithm,
+            loss=self.loss,
+            inner_steps=self.inner_steps,
+            first_order=self.first_order,
+            weight_count=len(self._weights),
+            adapted=self._adapted,
+            rate_kind=self._rates.kind if self._rates else "fixed",
+            fixed_rate=self.inner_learning_rate,
+            float_state=self._float_state,
+        )
         self.optimizer = keras.optimizers.get(optimizer or keras.optimizers.Adam(1e-3))
         self.optimizer.build(self._meta_variables)
 
@@ -228,66 +242,6 @@ class MetaLearner:
         """How many times `train_step` has been traced (1 after warm-up)."""
         return self._train_function.experimental_get_tracing_count()
 
-    # ---------------------------------------------------------------- per task
-
-    def _inner_loop(self, meta_values, state, x, y, steps, first_order, after_step=None):
-        weights = meta_values[: len(self._weights)]
-        rates = meta_values[len(self._weights) :] if self._rates else self.inner_learning_rate
-        return inner.inner_loop(
-            self.model,
-            weights,
-            state,
-            x,
-            y,
-            loss=self.loss,
-            steps=steps,
-            adapted=self._adapted,
-            rate_kind=self._rates.kind if self._rates else "fixed",
-            rates=rates,
-            first_order=first_order,
-            after_step=after_step,
-        )
-
-    def _query(self, weights, state, x, y):
-        predictions, new_state = self.model.stateless_call(weights, state, x, training=True)
-        loss, metric = inner.loss_and_metric(self.loss, y, predictions)
-        return loss, metric, new_state
-
-    def _task_objective(self, meta_values, state, task, step_weights):
-        """Query loss after adaptation, its metric, and the state of the first forward pass."""
-        support_x, support_y, query_x, query_y = task
-        step_results = []
-
-        def after_step(step, fast):
-            if step_weights is not None:
-                step_results.append(self._query(fast, state, query_x, query_y))
-
-        fast, first_state = self._inner_loop(meta_values, state, support_x, support_y, self.inner_steps, self.first_order, after_step)
-        if step_weights is None:
-            loss, metric, query_state = self._query(fast, state, query_x, query_y)
-        else:
-            losses = tf.stack([result[0] for result in step_results])
-            loss = tf.reduce_sum(step_weights * losses)
-            _, metric, query_state = step_results[-1]
-        return loss, metric, query_state if first_state is None else first_state
-
-    def _task_gradient(self, meta_values, state, task, step_weights):
-        """One task's `[loss, metric, *meta_gradients, *float_state]`."""
-        if self.algorithm == "reptile":
-            support_x, support_y, query_x, query_y = task
-            x = tf.concat([support_x, query_x], axis=0)
-            y = tf.concat([support_y, query_y], axis=0)
-            fast, new_state = self._inner_loop(meta_values, state, x, y, self.inner_steps, True)
-            # Reported: the adapted weights on the query part of their own training set.
-            loss, metric, _ = self._query(fast, state, query_x, query_y)
-            grads = [w - f for w, f in zip(meta_values, fast, strict=True)]
-        else:
-            with tf.GradientTape(watch_accessed_variables=False) as tape:
-                tape.watch(meta_values)
-                loss, metric, new_state = self._task_objective(meta_values, state, task, step_weights)
-            grads = tape.gradient(loss, meta_values, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        return [loss, metric, *grads, *(new_state[i] for i in self._float_state)]
-
     # -------------------------------------------------------------- over tasks
 
     def _mean_over_tasks(self, fn, tasks, templates):
@@ -315,7 +269,7 @@ class MetaLearner:
         scalar = tf.zeros([], self._output_dtype)
         templates = [scalar, scalar, *meta_values, *(state[i] for i in self._float_state)]
         means = self._mean_over_tasks(
-            lambda task: self._task_gradient(meta_values, state, task, step_weights),
+            lambda task: self._task.gradient(meta_values, state, task, step_weights),
             [support_x, support_y, query_x, query_y],
             templates,
         )
@@ -368,13 +322,13 @@ class MetaLearner:
             support_x, support_y, query_x, query_y = task
             metrics = []
             if 0 in steps:
-                metrics.append(self._query(meta_values[: len(self._weights)], state, query_x, query_y)[1])
+                metrics.append(self._task.query(meta_values[: len(self._weights)], state, query_x, query_y)[1])
 
             def after_step(step, fast):
                 if step in steps:
-                    metrics.append(self._query(fast, state, query_x, query_y)[1])
+                    metrics.append(self._task.query(fast, state, query_x, query_y)[1])
 
-            self._inner_loop(meta_values, state, support_x, support_y, max(steps), True, after_step)
+            self._task.inner_loop(meta_values, state, support_x, support_y, max(steps), True, after_step)
             return tf.stack(metrics)
 
         tasks = (support_x, support_y, query_x, query_y)
@@ -474,7 +428,7 @@ class MetaLearner:
 
             def adapt_graph(x, y):
                 state = _values(self.model.non_trainable_variables)
-                return self._inner_loop(_values(self._meta_variables), state, x, y, steps, True)[0]
+                return self._task.inner_loop(_values(self._meta_variables), state, x, y, steps, True)[0]
 
             self._adapt_functions[steps] = tf.function(adapt_graph)
         x = self._cast_x(support_x, "support_x", task_axis=False)

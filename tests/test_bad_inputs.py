@@ -145,7 +145,7 @@ def test_an_output_folder_that_cannot_be_written_is_reported_before_training(tmp
     assert blocker.read_text() == "a file where the runs folder should be"
 
 
-def test_a_diverging_loss_fails_the_run_and_keeps_the_last_good_resume_point(tmp_path, runs_dir):
+def test_a_diverging_loss_fails_the_run_keeps_the_last_good_resume_point_and_its_error_on_resume(tmp_path, runs_dir):
     _images(tmp_path / "data", ["a", "b"], 8)
     text = TRANSFER.format(path=tmp_path / "data", base="builtin, name: conv4, weights: none").replace(
         "schedule: [{name: head, epochs: 1}]",
@@ -158,3 +158,9 @@ def test_a_diverging_loss_fails_the_run_and_keeps_the_last_good_resume_point(tmp
     assert manifest["status"] == "failed" and "loss became" in manifest["error"]
     resume_point = json.loads((run_dir / runs.CHECKPOINTS_DIR / "resume.json").read_text())
     assert resume_point["phase"] == 1 and resume_point["epoch"] == 0  # the end of the good phase
+
+    resumed = CliRunner().invoke(main, ["resume", str(run_dir)])
+    assert resumed.exit_code == 2 and "the loss became" in resumed.output
+    again = json.loads((run_dir / runs.MANIFEST_FILE).read_text())
+    assert again["status"] == "failed" and again["resumed"] == 1
+    assert [earlier["error"] for earlier in again["earlier_errors"]] == [manifest["error"]]

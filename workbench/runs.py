@@ -169,9 +169,17 @@ class Run:
         )
 
     def mark(self, status: str, **fields: Any) -> None:
+        """Record the run's status; a failure's `error` stays only while the run is failed.
+
+        When a failed run is resumed, its error moves to `earlier_errors`, so that
+        the manifest of a run that went on to finish does not read as failed.
+        """
         if status not in STATUSES:
             raise ValueError(f"Expected a status in {STATUSES}. Received: status={status!r}")
         manifest = self.manifest
+        if status == "running" and "error" in manifest:
+            manifest.setdefault("earlier_errors", []).append({"error": manifest.pop("error"), "updated": manifest.get("updated")})
+            manifest.pop("traceback", None)
         manifest.update(fields, status=status, updated=_now())
         if status == "running":
             manifest["process"] = _process()

@@ -150,7 +150,7 @@ def distributed(model):
     import keras
     import tensorflow as tf
 
-    from workbench.meta.batchnorm import all_layers
+    from workbench.models.layers import all_layers
 
     strategy = tf.distribute.get_strategy()
     changed = []

@@ -15,12 +15,13 @@ which swap the layer class and copy every weight (moving statistics included).
 import keras
 from keras import ops
 
+from workbench.models.layers import all_layers
+
 __all__ = [
     "ExactBatchNormalization",
     "with_exact_batchnorm",
     "with_standard_batchnorm",
     "has_batchnorm",
-    "all_layers",
     "set_moving_statistics",
 ]
 
@@ -40,14 +41,6 @@ class ExactBatchNormalization(keras.layers.BatchNormalization):
         mean = ops.mean(inputs, axis=self._reduction_axes, keepdims=True)
         variance = ops.mean(ops.square(inputs - mean), axis=self._reduction_axes, keepdims=False)
         return ops.squeeze(mean, axis=self._reduction_axes), variance
-
-
-def all_layers(model):
-    """Every layer of `model`, nested models included (depth first)."""
-    for layer in model.layers:
-        yield layer
-        if hasattr(layer, "layers"):
-            yield from all_layers(layer)
 
 
 def has_batchnorm(model):

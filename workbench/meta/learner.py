@@ -23,10 +23,11 @@ import numpy as np
 import tensorflow as tf
 
 from workbench.meta import adapt as inner
-from workbench.meta.batchnorm import all_layers, has_batchnorm, set_moving_statistics, with_exact_batchnorm, with_standard_batchnorm
+from workbench.meta.batchnorm import has_batchnorm, set_moving_statistics, with_exact_batchnorm, with_standard_batchnorm
 from workbench.meta.builtin import HEAD_LAYER
 from workbench.meta.rates import INNER_RATES_FILE, InnerRates, load_rates, save_rates
 from workbench.meta.task_step import TaskStep
+from workbench.models.layers import all_layers, is_convolutional
 
 __all__ = ["ALGORITHMS", "STRATEGIES", "INNER_RATES_FILE", "MetaLearner", "summarize"]
 
@@ -149,8 +150,7 @@ class MetaLearner:
         self._input_dtype = tf.as_dtype(self.model.inputs[0].dtype)
         self._output_dtype = tf.as_dtype(self.model.outputs[0].dtype)
         if self.strategy == "auto":
-            convolutional = any("Conv" in type(layer).__name__ for layer in all_layers(self.model))
-            self.strategy = "loop" if convolutional else "vectorized"
+            self.strategy = "loop" if is_convolutional(self.model) else "vectorized"
 
         self._rates = None
         if self.algorithm == "metasgd" or self.learn_inner_rates:

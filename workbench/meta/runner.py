@@ -24,10 +24,10 @@ from workbench.callbacks import MODEL_VARIABLES, OPTIMIZER_VARIABLES, save_weigh
 from workbench.devices import use_xla
 from workbench.errors import DataError, TrainingError
 from workbench.history import HistoryFile
-from workbench.meta.batchnorm import all_layers
 from workbench.meta.learner import MetaLearner, summarize
 from workbench.meta.rates import INNER_RATES_FILE
 from workbench.meta.tasks import TaskDistribution, build_tasks
+from workbench.models.layers import is_convolutional
 from workbench.optimizers import learning_rate, make_optimizer
 from workbench.resume import ResumePoint, load_variables, save_variables
 from workbench.transfer import save_model
@@ -87,7 +87,7 @@ def build_learner(recipe, model: keras.Model, tasks: TaskDistribution) -> MetaLe
         optimizer=make_optimizer(outer.optimizer, rate),
         multi_step_loss=recipe.inner.multi_step_loss,
         learn_inner_rates=recipe.inner.learn_rates,
-        jit_compile=use_xla(recipe.jit_compile, convolutional=any("Conv" in type(layer).__name__ for layer in all_layers(model))),
+        jit_compile=use_xla(recipe.jit_compile, convolutional=is_convolutional(model)),
     )
 
 

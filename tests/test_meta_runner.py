@@ -78,6 +78,14 @@ def test_a_reloaded_run_reproduces_its_meta_test_figures(tmp_path):
         assert after["mean"] == pytest.approx(before["mean"], rel=1e-5)
     assert "mse after 1 steps" in result.output
 
+    result = CliRunner().invoke(main, ["evaluate", str(run_dir), "--steps", "5", "--steps", "1", "--steps", "0"])
+    assert result.exit_code == 0, result.output
+    longer = json.loads((run_dir / "evaluation.json").read_text())["evaluation"]
+    assert [entry["steps"] for entry in longer] == [0, 1, 5] and {entry["tasks"] for entry in longer} == {30}
+    assert longer[1]["mean"] == pytest.approx(saved[0]["mean"], rel=1e-5)
+    result = CliRunner().invoke(main, ["evaluate", str(run_dir), "--data", str(run_dir)])
+    assert result.exit_code == 2 and "--data is for transfer runs" in result.output
+
 
 def test_no_class_appears_in_two_splits_and_labels_are_remapped(glyph_run):
     recipe = load_recipe(glyph_run / runs.RECIPE_FILE)

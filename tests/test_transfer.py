@@ -216,6 +216,8 @@ def test_evaluate_and_predict_commands(finished_run, tmp_path):
     assert result.output.startswith("test: ") and "confusion matrix" in result.output
     report = json.loads((run_dir / "evaluation.json").read_text())
     assert len(report["confusion_matrix"]) == 3 and sum(map(sum, report["confusion_matrix"])) == report["examples"]
+    meta_only = CliRunner().invoke(main, ["evaluate", str(run_dir), "--steps", "3"])
+    assert meta_only.exit_code == 2 and "--steps and --tasks are for meta runs" in meta_only.output
     image = tmp_path / "glyph.png"
     Image.fromarray(np.zeros((40, 40), "uint8")).save(image)
     result = CliRunner().invoke(main, ["predict", str(run_dir), str(image), "--top-k", "2"])

@@ -141,19 +141,29 @@ def init(kind: str, path: Path | None):
 
 @main.command()
 @click.argument("run_dir", metavar="RUN", type=click.Path(path_type=Path))
-@click.option("--data", type=click.Path(path_type=Path), help="A folder or .zip of class folders to evaluate on instead.")
-def evaluate(run_dir: Path, data: Path | None):
+@click.option("--data", type=click.Path(path_type=Path), help="Transfer runs: a folder or .zip of class folders to evaluate on instead.")
+@click.option(
+    "--steps", multiple=True, type=click.IntRange(min=0), help="Meta runs: adaptation steps to report (repeatable; default: the recipe's)."
+)
+@click.option("--tasks", type=click.IntRange(min=2), help="Meta runs: meta-test tasks (default: the recipe's).")
+def evaluate(run_dir: Path, data: Path | None, steps: tuple[int, ...], tasks: int | None):
     """Evaluate a finished run; writes evaluation.json in RUN and prints a table.
 
     Transfer runs: loss, accuracy, per-class precision and recall, confusion
-    matrix. Meta runs: the meta-test protocol again (mean and 95% interval).
+    matrix. Meta runs: the meta-test protocol again (mean and 95% interval),
+    on the same fixed tasks.
     """
     from workbench.runs import Run
 
-    if Run.open(run_dir).manifest.get("kind") == "meta":
+    meta = Run.open(run_dir).manifest.get("kind") == "meta"
+    if meta and data is not None:
+        raise WorkbenchError(f"{run_dir}: --data is for transfer runs; a meta run is evaluated on its recipe's meta-test tasks")
+    if not meta and (steps or tasks):
+        raise WorkbenchError(f"{run_dir}: --steps and --tasks are for meta runs; this is a transfer run")
+    if meta:
         from workbench.meta.runner import evaluate_meta_run
 
-        report = evaluate_meta_run(run_dir)
+        report = evaluate_meta_run(run_dir, steps=sorted(set(steps)) or None, tasks=tasks)
         for entry in report["evaluation"]:
             click.echo(
                 f"{report['metric']} after {entry['steps']} steps: {entry['mean']:.4f} ± {entry['ci95']:.4f} ({entry['tasks']} tasks)"

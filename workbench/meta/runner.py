@@ -322,12 +322,18 @@ def load_learner(run: runs.Run):
     return recipe, tasks, learner
 
 
-def evaluate_meta_run(run_path) -> dict:
-    """Rerun the meta-test protocol of a finished run; writes `evaluation.json`."""
+def evaluate_meta_run(run_path, steps: list[int] | None = None, tasks: int | None = None) -> dict:
+    """Rerun the meta-test protocol of a finished run; writes `evaluation.json`.
+
+    `steps` and `tasks` default to the recipe's. The tasks come from the same
+    fixed seed as the run's own meta-test, so with the recipe's task count the
+    figures for its steps are those of `metrics.json`.
+    """
     run = runs.Run.open(run_path)
-    recipe, tasks, learner = load_learner(run)
-    results = evaluate_learner(learner, tasks.samplers["test"], recipe.evaluation.tasks, recipe.evaluation.steps, TEST_SEED)
-    report = {"metric": tasks.metric, "evaluation": results}
+    recipe, distribution, learner = load_learner(run)
+    steps = steps or recipe.evaluation.steps
+    results = evaluate_learner(learner, distribution.samplers["test"], tasks or recipe.evaluation.tasks, steps, TEST_SEED)
+    report = {"metric": distribution.metric, "evaluation": results}
     run.write_json("evaluation.json", report)
     return report
 

@@ -91,12 +91,14 @@ def build_learner(recipe, model: keras.Model, tasks: TaskDistribution) -> MetaLe
     )
 
 
-def evaluate_learner(learner: MetaLearner, sampler, tasks: int, steps: list[int], seed: int) -> list[dict]:
-    """Adapt to `tasks` fixed tasks and report the query metric per step count."""
+def evaluate_learner(learner: MetaLearner, sampler, tasks: int, steps: list[int], seed: int, progress: bool = False) -> list[dict]:
+    """Adapt to `tasks` fixed tasks and report the query metric per step count (with a progress bar on a terminal)."""
     values: dict[int, list[np.ndarray]] = {step: [] for step in steps}
+    bar = keras.utils.Progbar(tasks, unit_name="task", verbose=1 if progress and sys.stdout.isatty() else 0)
     for chunk in sampler.fixed_tasks(tasks, seed=seed, chunk_size=50):
         for step, per_task in learner.evaluate(chunk, steps=steps).items():
             values[step].append(np.asarray(per_task))
+        bar.add(len(per_task))
     results = []
     for step in steps:
         mean, ci95 = summarize(np.concatenate(values[step]))
@@ -247,7 +249,7 @@ class MetaTraining:
         self.learner.model.load_weights(checkpoints / BEST_WEIGHTS)
         self.learner.load_inner_rates(checkpoints / BEST_RATES)
         started = time.perf_counter()
-        results = evaluate_learner(self.learner, self.tasks.samplers["test"], evaluation.tasks, evaluation.steps, TEST_SEED)
+        results = evaluate_learner(self.learner, self.tasks.samplers["test"], evaluation.tasks, evaluation.steps, TEST_SEED, progress=True)
         metrics = {
             "metric": self.tasks.metric,
             "evaluation": results,
@@ -332,7 +334,7 @@ def evaluate_meta_run(run_path, steps: list[int] | None = None, tasks: int | Non
     run = runs.Run.open(run_path)
     recipe, distribution, learner = load_learner(run)
     steps = steps or recipe.evaluation.steps
-    results = evaluate_learner(learner, distribution.samplers["test"], tasks or recipe.evaluation.tasks, steps, TEST_SEED)
+    results = evaluate_learner(learner, distribution.samplers["test"], tasks or recipe.evaluation.tasks, steps, TEST_SEED, progress=True)
     report = {"metric": distribution.metric, "evaluation": results}
     run.write_json("evaluation.json", report)
     return report

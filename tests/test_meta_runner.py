@@ -62,6 +62,7 @@ def test_sinusoid_run_writes_the_metrics_of_design(tmp_path, algorithm):
     for entry in metrics["evaluation"]:
         assert entry["tasks"] == 30 and entry["mean"] > 0 and entry["ci95"] > 0
     assert metrics["best_validation"]["iteration"] in (20, 40)
+    assert 0 < metrics["training_seconds"] and 0 < metrics["training_cpu_seconds"] < 4 * metrics["training_seconds"]
     assert json.loads((run_dir / runs.MANIFEST_FILE).read_text())["status"] == "finished"
     history = (run_dir / runs.HISTORY_FILE).read_text().splitlines()
     assert history[0].startswith("phase,iteration,loss,mse") and len(history) == 3

@@ -123,6 +123,34 @@ def train_meta(recipe, run: runs.Run, runs_dir=None, resume: bool = False) -> di
     return training.finish()
 
 
+class TrainingClock:
+    """Wall-clock and CPU seconds (all threads) spent training, summed over a resumed run's sessions.
+
+    `cpu` is None for runs whose earlier sessions did not record it, and stays None.
+    """
+
+    def __init__(self, wall: float = 0.0, cpu: float | None = 0.0):
+        self.wall, self.cpu = wall, cpu
+        self._started: tuple[float, float] | None = None
+
+    def start(self) -> None:
+        self._started = (time.perf_counter(), time.process_time())
+
+    def stop(self) -> None:
+        self.wall, self.cpu = self._elapsed()
+        self._started = None
+
+    def totals(self) -> dict:
+        wall, cpu = self._elapsed()
+        return {"training_seconds": wall, "training_cpu_seconds": cpu}
+
+    def _elapsed(self) -> tuple[float, float | None]:
+        if self._started is None:
+            return self.wall, self.cpu
+        wall, cpu = time.perf_counter() - self._started[0], time.process_time() - self._started[1]
+        return self.wall + wall, None if self.cpu is None else self.cpu + cpu
+
+
 class MetaTraining:
     """The outer loop of one run: iterations, meta-validation, best checkpoint, resume points.
 
@@ -140,7 +168,7 @@ class MetaTraining:
         self.history = HistoryFile(run.file(runs.HISTORY_FILE))
         self.best: dict | None = None
         self.completed = 0  # iterations whose meta-update has been applied
-        self.seconds_before = 0.0  # training time of the run's earlier sessions
+        self.clock = TrainingClock()
         self.better = (lambda new, old: new < old) if tasks.regression else (lambda new, old: new > old)
 
     def restore(self) -> None:
@@ -152,11 +180,12 @@ class MetaTraining:
         load_variables(self.learner.optimizer.variables, folder / OPTIMIZER_VARIABLES)
         self.learner.load_inner_rates(folder / INNER_RATES_FILE)
         self.tasks.samplers["train"].rng_state = state["rng"]
-        self.completed, self.best, self.seconds_before = state["iteration"], state["best"], state["training_seconds"]
+        self.completed, self.best = state["iteration"], state["best"]
+        self.clock = TrainingClock(state["training_seconds"], state.get("training_cpu_seconds"))
         self.history = HistoryFile(self.run.file(runs.HISTORY_FILE), keep=state["history_rows"])
         log.info("resuming at iteration %d of %d", self.completed + 1, self.recipe.outer.iterations)
 
-    def save_point(self, rng_state: dict, seconds: float) -> None:
+    def save_point(self, rng_state: dict) -> None:
         def write(folder):
             save_variables(self.learner.model.variables, folder / MODEL_VARIABLES)
             save_variables(self.learner.optimizer.variables, folder / OPTIMIZER_VARIABLES)
@@ -167,7 +196,7 @@ class MetaTraining:
             "best": self.best,
             "rng": rng_state,
             "history_rows": len(self.history.rows),
-            "training_seconds": seconds,
+            **self.clock.totals(),
         }
         self.point.save(state, write)
 
@@ -180,6 +209,7 @@ class MetaTraining:
         progress = keras.utils.Progbar(
             outer.iterations, stateful_metrics=["loss", metric, "val", "it/s"], verbose=1 if sys.stdout.isatty() else 0
         )
+        self.clock.start()
         started = last_point = time.perf_counter()
         first = self.completed + 1
         log_every = max(1, min(evaluation.every, 100))
@@ -213,14 +243,14 @@ class MetaTraining:
                             if name not in ("phase", "iteration"):
                                 tf.summary.scalar(name, value)
                 if validate or time.perf_counter() - last_point > self.RESUME_SECONDS:
-                    self.save_point(sampler.rng_state, self.seconds_before + time.perf_counter() - started)
+                    self.save_point(sampler.rng_state)
                     last_point = time.perf_counter()
                 progress.update(iteration, values)
                 if stop_requested():
-                    self.save_point(sampler.rng_state, self.seconds_before + time.perf_counter() - started)
+                    self.save_point(sampler.rng_state)
                     raise KeyboardInterrupt
         writer.flush()
-        self.seconds_before += time.perf_counter() - started
+        self.clock.stop()
 
     def validate(self, iteration: int, loss: float) -> float:
         """Meta-validate; keep the best weights; return the mean validation metric."""
@@ -254,7 +284,7 @@ class MetaTraining:
             "metric": self.tasks.metric,
             "evaluation": results,
             "best_validation": self.best,
-            "training_seconds": self.seconds_before,
+            **self.clock.totals(),
             "evaluation_seconds": time.perf_counter() - started,
             "classes": self.tasks.classes,
         }

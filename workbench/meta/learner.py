@@ -319,17 +319,7 @@ class MetaLearner:
         state = _values(self.model.non_trainable_variables)
 
         def curve(task):
-            support_x, support_y, query_x, query_y = task
-            metrics = []
-            if 0 in steps:
-                metrics.append(self._task.query(meta_values[: len(self._weights)], state, query_x, query_y)[1])
-
-            def after_step(step, fast):
-                if step in steps:
-                    metrics.append(self._task.query(fast, state, query_x, query_y)[1])
-
-            self._task.inner_loop(meta_values, state, support_x, support_y, max(steps), True, after_step)
-            return tf.stack(metrics)
+            return self._task.curve(meta_values, state, task, steps)
 
         tasks = (support_x, support_y, query_x, query_y)
         if self.strategy == "vectorized":

@@ -60,6 +60,20 @@ class TaskStep:
         loss, metric = inner.loss_and_metric(self.loss, y, predictions)
         return loss, metric, new_state
 
+    def curve(self, meta_values, state, task, steps):
+        """Query metrics after each count of first-order inner steps in `steps` (0: the meta-parameters themselves)."""
+        support_x, support_y, query_x, query_y = task
+        metrics = []
+        if 0 in steps:
+            metrics.append(self.query(meta_values[: self.weight_count], state, query_x, query_y)[1])
+
+        def after_step(step, fast):
+            if step in steps:
+                metrics.append(self.query(fast, state, query_x, query_y)[1])
+
+        self.inner_loop(meta_values, state, support_x, support_y, max(steps), True, after_step)
+        return tf.stack(metrics)
+
     def objective(self, meta_values, state, task, step_weights):
         """Query loss after adaptation, its metric, and the state of the first forward pass.
 

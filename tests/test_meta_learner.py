@@ -67,7 +67,7 @@ def finite_difference_errors(learner, episodes, directions=3, eps=1e-6):
         dict(algorithm="maml", inner_steps=2, strategy="loop"),
         dict(algorithm="anil", inner_steps=2),
         dict(algorithm="metasgd", inner_steps=2),
-        dict(algorithm="maml", inner_steps=3, multi_step_loss=True, learn_inner_rates=True, multi_step_loss_iterations=10),
+        dict(algorithm="maml", inner_steps=3, multi_step_loss=True, learn_inner_rates=True, multi_step_anneal=10),
     ],
     ids=["maml-vectorized", "maml-loop", "anil", "metasgd", "maml++"],
 )
@@ -180,13 +180,14 @@ def test_reptile_moves_weights_to_the_mean_of_adapted_weights():
         np.testing.assert_allclose(variable.numpy(), np.mean(phis, axis=0), rtol=1e-10, atol=1e-12)
 
 
-def test_multi_step_weights_anneal_toward_the_last_step():
+def test_multi_step_weights_anneal_toward_the_last_step_unless_kept_uniform():
     start = multi_step_weights(4, 0, 100).numpy()
     np.testing.assert_allclose(start, [0.25] * 4)
     end = multi_step_weights(4, 1000, 100).numpy()
     np.testing.assert_allclose(end[:3], [0.03 / 4] * 3)
     for iteration in (0, 10, 50, 100, 1000):
         assert multi_step_weights(4, iteration, 100).numpy().sum() == pytest.approx(1.0)
+    np.testing.assert_allclose(multi_step_weights(4, 1000, None).numpy(), [0.25] * 4)
 
 
 # --------------------------------------------------------------- training

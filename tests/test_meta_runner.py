@@ -12,7 +12,7 @@ from PIL import Image
 
 from workbench import runs
 from workbench.cli import main
-from workbench.meta.runner import ADAPTATION_FILE, load_learner
+from workbench.meta.runner import ADAPTATION_FILE, build_learner, build_meta_model, load_learner
 from workbench.meta.tasks import build_tasks
 from workbench.recipe import load_recipe
 from workbench.runner import run_recipe
@@ -67,6 +67,19 @@ def test_sinusoid_run_writes_the_metrics_of_design(tmp_path, algorithm):
     history = (run_dir / runs.HISTORY_FILE).read_text().splitlines()
     assert history[0].startswith("phase,iteration,loss,mse") and len(history) == 3
     assert any((run_dir / runs.LOGS_DIR).glob("events.out.tfevents.*"))
+
+
+def test_multi_step_loss_options_reach_the_learner(tmp_path):
+    text = SINUSOID.format(algorithm="maml").replace(
+        "{steps: 1, learning_rate: 0.01}", "{steps: 2, learning_rate: 0.01, multi_step_loss: true, %s}"
+    )
+    for option, anneal in (("multi_step_anneal: null", None), ("multi_step_anneal: 300", 300), ("learn_rates: false", 5000)):
+        path = tmp_path / "recipe.yaml"
+        path.write_text(text % option)
+        recipe = load_recipe(path)
+        tasks = build_tasks(recipe.tasks, recipe.seed)
+        learner = build_learner(recipe, build_meta_model(recipe, tasks), tasks)
+        assert learner.multi_step_loss and learner.multi_step_anneal == anneal
 
 
 def test_a_reloaded_run_reproduces_its_meta_test_figures(tmp_path):

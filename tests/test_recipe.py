@@ -156,6 +156,8 @@ MALFORMED = [
     ("builtin and base", _replace("builtin: mlp", "builtin: mlp\n  base: {source: builtin, name: conv4}", META), 6, "model"),
     ("sinusoid with conv4", _replace("builtin: mlp", "builtin: conv4", META), 1, ""),
     ("inner rate negative", META + "inner: {learning_rate: -1}\n", 7, "inner.learning_rate"),
+    ("anneal without multi-step loss", META + "inner: {steps: 2, multi_step_anneal: null}\n", 7, "inner"),
+    ("zero anneal", META + "inner: {steps: 2, multi_step_loss: true, multi_step_anneal: 0}\n", 7, "inner.multi_step_anneal"),
     ("rotation not a right angle", _replace("shots: 5", "shots: 5\n  rotations: [45]", META), 5, "tasks.rotations.0"),
     ("meta validation path missing", _replace("shots: 5", "shots: 5\n  validation: other.zip", META), 5, "tasks.validation"),
     ("merge key", "base: &b {source: builtin}\nkind: transfer\nother:\n  <<: *b\n", 4, "other"),

@@ -133,10 +133,14 @@ def multi_step_weights(steps, iteration, anneal_iterations, dtype=tf.float32):
     Starts uniform (`1/steps` each) and moves linearly, over
     `anneal_iterations` outer iterations, toward the last step, leaving every
     earlier step a floor of `0.03/steps` (the values of Antoniou et al., 2019).
+    `anneal_iterations=None` keeps the weights uniform, so that the
+    initialisation is trained to do well after every step count up to `steps`.
     The weights always sum to one. `iteration` may be a tensor.
     """
     if steps < 1:
         raise ValueError(f"Expected `steps` to be >= 1. Received: steps={steps}")
+    if anneal_iterations is None:
+        return tf.fill([steps], tf.constant(1.0 / steps, dtype))
     iteration = tf.cast(iteration, dtype)
     initial = 1.0 / steps
     decay = initial / max(anneal_iterations, 1)

@@ -88,7 +88,8 @@ class MetaLearner:
             `CosineDecay`) anneals the meta learning rate.
         multi_step_loss: MAML++: the meta-loss weighs the query loss after
             every inner step (see `adapt.multi_step_weights`), annealed toward
-            the last step over `multi_step_loss_iterations` outer iterations.
+            the last step over `multi_step_anneal` outer iterations, or
+            uniform throughout when `multi_step_anneal` is None.
         learn_inner_rates: MAML++: learn one inner rate per adapted variable
             and inner step.
         exact_batchnorm: train with `ExactBatchNormalization` (second-order
@@ -121,7 +122,7 @@ class MetaLearner:
         head_layers=(HEAD_LAYER,),
         optimizer=None,
         multi_step_loss=False,
-        multi_step_loss_iterations=5000,
+        multi_step_anneal=5000,
         learn_inner_rates=False,
         exact_batchnorm=True,
         strategy="auto",
@@ -132,7 +133,7 @@ class MetaLearner:
         self.metric_name = inner.LOSSES[loss]
         self.strategy = _check_choice("strategy", strategy, STRATEGIES)
         self.inner_steps = _check_int("inner_steps", inner_steps, 0)
-        self.multi_step_loss_iterations = _check_int("multi_step_loss_iterations", multi_step_loss_iterations, 1)
+        self.multi_step_anneal = None if multi_step_anneal is None else _check_int("multi_step_anneal", multi_step_anneal, 1)
         if not isinstance(inner_learning_rate, (int, float)) or isinstance(inner_learning_rate, bool):
             raise ValueError(f"Expected `inner_learning_rate` to be a number. Received: inner_learning_rate={inner_learning_rate!r}")
         self.inner_learning_rate = float(inner_learning_rate)
@@ -264,7 +265,7 @@ class MetaLearner:
         step_weights = None
         if self.multi_step_loss:
             step_weights = inner.multi_step_weights(
-                self.inner_steps, self.optimizer.iterations, self.multi_step_loss_iterations, dtype=self._output_dtype
+                self.inner_steps, self.optimizer.iterations, self.multi_step_anneal, dtype=self._output_dtype
             )
         scalar = tf.zeros([], self._output_dtype)
         templates = [scalar, scalar, *meta_values, *(state[i] for i in self._float_state)]

@@ -86,6 +86,7 @@ def build_learner(recipe, model: keras.Model, tasks: TaskDistribution) -> MetaLe
         loss=tasks.loss,
         optimizer=make_optimizer(outer.optimizer, rate),
         multi_step_loss=recipe.inner.multi_step_loss,
+        multi_step_anneal=recipe.inner.multi_step_anneal,
         learn_inner_rates=recipe.inner.learn_rates,
         jit_compile=use_xla(recipe.jit_compile, convolutional=is_convolutional(model)),
     )

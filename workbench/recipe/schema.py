@@ -409,7 +409,16 @@ class Inner(Section):
     learning_rate: LearningRate = 0.4
     first_order: bool = False
     multi_step_loss: bool = False
+    # Outer iterations over which the multi-step loss moves its weight from
+    # uniform to the last step (MAML++); null keeps it uniform throughout.
+    multi_step_anneal: Annotated[int, Field(ge=1)] | None = 5000
     learn_rates: bool = False
+
+    @model_validator(mode="after")
+    def _anneal_needs_multi_step_loss(self) -> Inner:
+        if "multi_step_anneal" in self.model_fields_set and not self.multi_step_loss:
+            raise ValueError("inner.multi_step_anneal applies only with inner.multi_step_loss: true")
+        return self
 
 
 class Outer(Section):

@@ -51,8 +51,13 @@ def test_defaults_are_filled_in(tmp_path):
     assert meta.algorithm == "maml" and meta.evaluation.tasks == 600 and meta.evaluation.steps == [1]
 
 
-def test_resolved_recipe_round_trips(tmp_path):
-    recipe = load_recipe(write(tmp_path, TRANSFER))
+@pytest.mark.parametrize(
+    "text",
+    [TRANSFER, META, META + "inner: {steps: 2, multi_step_loss: true, multi_step_anneal: null}\n"],
+    ids=["transfer", "meta", "meta-multi-step"],
+)
+def test_resolved_recipe_round_trips(tmp_path, text):
+    recipe = load_recipe(write(tmp_path, text))
     again = write(tmp_path, to_yaml(recipe), "resolved.yaml")
     assert load_recipe(again).model_dump() == {**recipe.model_dump(), "name": recipe.name}
 

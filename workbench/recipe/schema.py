@@ -404,6 +404,9 @@ class MetaModel(Section):
         return self
 
 
+DEFAULT_MULTI_STEP_ANNEAL = 5000  # outer iterations, as in MetaLearner
+
+
 class Inner(Section):
     steps: Annotated[int, Field(ge=1)] = 1
     learning_rate: LearningRate = 0.4
@@ -411,12 +414,14 @@ class Inner(Section):
     multi_step_loss: bool = False
     # Outer iterations over which the multi-step loss moves its weight from
     # uniform to the last step (MAML++); null keeps it uniform throughout.
-    multi_step_anneal: Annotated[int, Field(ge=1)] | None = 5000
+    multi_step_anneal: Annotated[int, Field(ge=1)] | None = DEFAULT_MULTI_STEP_ANNEAL
     learn_rates: bool = False
 
     @model_validator(mode="after")
     def _anneal_needs_multi_step_loss(self) -> Inner:
-        if "multi_step_anneal" in self.model_fields_set and not self.multi_step_loss:
+        # Compared with the default, not looked up in the fields set: resolved
+        # recipes (a run's recipe.yaml) spell out every default.
+        if self.multi_step_anneal != DEFAULT_MULTI_STEP_ANNEAL and not self.multi_step_loss:
             raise ValueError("inner.multi_step_anneal applies only with inner.multi_step_loss: true")
         return self
 

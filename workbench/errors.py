@@ -34,3 +34,11 @@ class RunError(WorkbenchError):
 
 class TrainingError(WorkbenchError):
     """Training cannot go on: the loss diverged, or a resume point does not fit."""
+
+
+class ArgumentError(WorkbenchError, ValueError):
+    """A library function got a value it cannot use: a count out of range, an unknown name, a shape that does not fit.
+
+    A `ValueError` too, so that callers of the Python API catch it as they would
+    Keras's own; the CLI shows it as one line like every `WorkbenchError`.
+    """

@@ -8,6 +8,7 @@ pure function of its seed: the same seed yields the same stream of tasks.
 import numpy as np
 
 from workbench.data.episodes_types import Episodes, TaskStream
+from workbench.errors import ArgumentError
 
 __all__ = ["SinusoidTasks"]
 
@@ -18,7 +19,7 @@ INPUT_RANGE = (-5.0, 5.0)
 
 def _check_count(name, value, minimum):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"Expected `{name}` to be an integer >= {minimum}. Received: {name}={value!r}")
+        raise ArgumentError(f"Expected `{name}` to be an integer >= {minimum}. Received: {name}={value!r}")
 
 
 def _check_range(name, value):
@@ -27,7 +28,7 @@ def _check_range(name, value):
     except (TypeError, ValueError):
         low = high = None
     if low is None or not low <= high:
-        raise ValueError(f"Expected `{name}` to be a pair (low, high) with low <= high. Received: {name}={value!r}")
+        raise ArgumentError(f"Expected `{name}` to be a pair (low, high) with low <= high. Received: {name}={value!r}")
     return low, high
 
 

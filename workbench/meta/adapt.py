@@ -12,6 +12,8 @@ eagerly, inside `tf.function`, and inside `tf.vectorized_map`.
 
 import tensorflow as tf
 
+from workbench.errors import ArgumentError
+
 __all__ = [
     "LOSSES",
     "RATE_KINDS",
@@ -46,7 +48,7 @@ def loss_and_metric(loss, y, predictions):
         value = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=predictions))
         hits = tf.equal(tf.argmax(predictions, axis=-1, output_type=tf.int32), labels)
         return value, tf.reduce_mean(tf.cast(hits, predictions.dtype))
-    raise ValueError(f"Expected `loss` to be one of {sorted(LOSSES)}. Received: loss={loss!r}")
+    raise ArgumentError(f"Expected `loss` to be one of {sorted(LOSSES)}. Received: loss={loss!r}")
 
 
 def inner_rate(kind, rates, index, step):
@@ -63,7 +65,7 @@ def inner_rate(kind, rates, index, step):
     if kind == "per_step":
         learned_steps = rates[index].shape[0]
         return rates[index][min(step, learned_steps - 1)]
-    raise ValueError(f"Expected `kind` to be one of {RATE_KINDS}. Received: kind={kind!r}")
+    raise ArgumentError(f"Expected `kind` to be one of {RATE_KINDS}. Received: kind={kind!r}")
 
 
 def inner_loop(
@@ -138,7 +140,7 @@ def multi_step_weights(steps, iteration, anneal_iterations, dtype=tf.float32):
     The weights always sum to one. `iteration` may be a tensor.
     """
     if steps < 1:
-        raise ValueError(f"Expected `steps` to be >= 1. Received: steps={steps}")
+        raise ArgumentError(f"Expected `steps` to be >= 1. Received: steps={steps}")
     if anneal_iterations is None:
         return tf.fill([steps], tf.constant(1.0 / steps, dtype))
     iteration = tf.cast(iteration, dtype)

@@ -15,6 +15,7 @@ which swap the layer class and copy every weight (moving statistics included).
 import keras
 from keras import ops
 
+from workbench.errors import ArgumentError
 from workbench.models.layers import all_layers
 
 __all__ = [
@@ -50,7 +51,7 @@ def has_batchnorm(model):
 
 def _convert(model, target_class, function_name):
     if not isinstance(model, keras.Model):
-        raise ValueError(f"`{function_name}` expects a functional or sequential Keras model. Received: model={model!r}")
+        raise ArgumentError(f"`{function_name}` expects a functional or sequential Keras model. Received: model={model!r}")
 
     def clone_layer(layer):
         config = layer.get_config()
@@ -61,14 +62,14 @@ def _convert(model, target_class, function_name):
     try:
         clone = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
     except ValueError as error:
-        raise ValueError(
+        raise ArgumentError(
             f"`{function_name}` expects a functional or sequential Keras model; "
             "subclassed models cannot be cloned layer by layer. "
             f"Received: model of type {type(model).__name__} ({error})"
         ) from error
     weights = model.get_weights()
     if [w.shape for w in weights] != [tuple(v.shape) for v in clone.weights]:
-        raise ValueError(
+        raise ArgumentError(
             f"`{function_name}` could not map the weights of the model onto its "
             "clone (the layers create their weights in a different order). "
             f"Received: model={model.name!r}"

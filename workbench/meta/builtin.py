@@ -6,6 +6,8 @@ Dense layer is always `HEAD_LAYER` ("head"), the part ANIL adapts.
 
 import keras
 
+from workbench.errors import ArgumentError
+
 __all__ = ["HEAD_LAYER", "build_mlp", "build_conv4"]
 
 HEAD_LAYER = "head"
@@ -13,13 +15,13 @@ HEAD_LAYER = "head"
 
 def _check_positive(name, value):
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"Expected `{name}` to be a positive integer. Received: {name}={value!r}")
+        raise ArgumentError(f"Expected `{name}` to be a positive integer. Received: {name}={value!r}")
 
 
 def _check_shape(input_shape, rank, function_name):
     shape = tuple(input_shape) if isinstance(input_shape, (list, tuple)) else None
     if shape is None or len(shape) != rank or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
-        raise ValueError(
+        raise ArgumentError(
             f"`{function_name}` expects `input_shape` to be {rank} positive integers "
             "(without the batch axis). "
             f"Received: input_shape={input_shape!r}"
@@ -68,7 +70,7 @@ def build_conv4(input_shape, classes, filters=64, blocks=4, dtype=None, name="co
     _check_positive("filters", filters)
     _check_positive("blocks", blocks)
     if min(input_shape[:2]) < 2**blocks:
-        raise ValueError(
+        raise ArgumentError(
             f"`build_conv4` halves the image {blocks} times, so each side must be "
             f"at least {2**blocks} pixels. Received: input_shape={input_shape!r}"
         )

@@ -22,6 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from workbench.errors import ArgumentError
 from workbench.meta import adapt as inner
 from workbench.meta.batchnorm import has_batchnorm, set_moving_statistics, with_exact_batchnorm, with_standard_batchnorm
 from workbench.meta.builtin import HEAD_LAYER
@@ -43,19 +44,19 @@ def summarize(values):
     """
     values = np.asarray(values, dtype=np.float64).reshape(-1)
     if values.size == 0:
-        raise ValueError("Expected at least one value to summarize. Received: values=[]")
+        raise ArgumentError("Expected at least one value to summarize. Received: values=[]")
     return float(values.mean()), float(1.96 * values.std() / np.sqrt(values.size))
 
 
 def _check_int(name, value, minimum):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"Expected `{name}` to be an integer >= {minimum}. Received: {name}={value!r}")
+        raise ArgumentError(f"Expected `{name}` to be an integer >= {minimum}. Received: {name}={value!r}")
     return int(value)
 
 
 def _check_choice(name, value, choices):
     if value not in choices:
-        raise ValueError(f"Expected `{name}` to be one of {list(choices)}. Received: {name}={value!r}")
+        raise ArgumentError(f"Expected `{name}` to be one of {list(choices)}. Received: {name}={value!r}")
     return value
 
 
@@ -135,7 +136,7 @@ class MetaLearner:
         self.inner_steps = _check_int("inner_steps", inner_steps, 0)
         self.multi_step_anneal = None if multi_step_anneal is None else _check_int("multi_step_anneal", multi_step_anneal, 1)
         if not isinstance(inner_learning_rate, (int, float)) or isinstance(inner_learning_rate, bool):
-            raise ValueError(f"Expected `inner_learning_rate` to be a number. Received: inner_learning_rate={inner_learning_rate!r}")
+            raise ArgumentError(f"Expected `inner_learning_rate` to be a number. Received: inner_learning_rate={inner_learning_rate!r}")
         self.inner_learning_rate = float(inner_learning_rate)
         self.first_order = self._resolve_first_order(first_order)
         self.multi_step_loss = bool(multi_step_loss)
@@ -143,7 +144,7 @@ class MetaLearner:
         self._check_combinations()
 
         if not isinstance(model, keras.Model) or not model.built or not model.trainable_variables:
-            raise ValueError(f"Expected a built Keras model with trainable variables. Received: model={model!r}")
+            raise ArgumentError(f"Expected a built Keras model with trainable variables. Received: model={model!r}")
         self.model = with_exact_batchnorm(model) if exact_batchnorm else with_standard_batchnorm(model)
         self._weights = list(self.model.trainable_variables)
         self._adapted = self._adapted_indices(head_layers)
@@ -189,9 +190,9 @@ class MetaLearner:
 
     def _resolve_first_order(self, first_order):
         if first_order is not None and not isinstance(first_order, bool):
-            raise ValueError(f"Expected `first_order` to be a bool or None. Received: first_order={first_order!r}")
+            raise ArgumentError(f"Expected `first_order` to be a bool or None. Received: first_order={first_order!r}")
         if self.algorithm == "fomaml" and first_order is False:
-            raise ValueError(
+            raise ArgumentError(
                 "Algorithm 'fomaml' is first-order by definition; use algorithm='maml' for second-order "
                 "meta-gradients. Received: first_order=False"
             )
@@ -201,15 +202,15 @@ class MetaLearner:
         maml_plus_plus = [name for name in ("multi_step_loss", "learn_inner_rates") if getattr(self, name)]
         if self.algorithm == "reptile" and maml_plus_plus:
             name = maml_plus_plus[0]
-            raise ValueError(f"`{name}` is a MAML++ option and does not apply to Reptile. Received: {name}=True")
+            raise ArgumentError(f"`{name}` is a MAML++ option and does not apply to Reptile. Received: {name}=True")
         if self.algorithm == "metasgd" and self.learn_inner_rates:
-            raise ValueError(
+            raise ArgumentError(
                 "Meta-SGD already learns one inner rate per parameter; `learn_inner_rates` (one rate per "
                 "variable and step) is the MAML++ alternative. Received: algorithm='metasgd', learn_inner_rates=True"
             )
         if self.inner_steps < 1 and (self.algorithm == "reptile" or maml_plus_plus):
             needs = "Reptile" if self.algorithm == "reptile" else f"`{maml_plus_plus[0]}`"
-            raise ValueError(f"{needs} needs at least one inner step. Received: inner_steps={self.inner_steps}")
+            raise ArgumentError(f"{needs} needs at least one inner step. Received: inner_steps={self.inner_steps}")
 
     def _adapted_indices(self, head_layers):
         if self.algorithm != "anil":
@@ -218,14 +219,14 @@ class MetaLearner:
         layers = {layer.name: layer for layer in all_layers(self.model)}
         missing = [name for name in head_layers if name not in layers]
         if missing or not head_layers:
-            raise ValueError(
+            raise ArgumentError(
                 f"ANIL adapts the layers named in `head_layers`, but the model has no layer named {missing}. "
                 f"Layers: {sorted(layers)}. Received: head_layers={head_layers}"
             )
         head = {id(v) for name in head_layers for v in layers[name].trainable_variables}
         adapted = tuple(i for i, v in enumerate(self._weights) if id(v) in head)
         if not adapted:
-            raise ValueError(f"ANIL found no trainable variables in the head layers. Received: head_layers={head_layers}")
+            raise ArgumentError(f"ANIL found no trainable variables in the head layers. Received: head_layers={head_layers}")
         return adapted
 
     @property
@@ -334,7 +335,7 @@ class MetaLearner:
         expected = len(self.model.inputs[0].shape) + int(task_axis)
         if len(x.shape) != expected:
             axes = ("tasks, " if task_axis else "") + ", ".join(["examples", *(str(d) for d in self.model.inputs[0].shape[1:])])
-            raise ValueError(f"Expected `{name}` with {expected} axes ({axes}). Received: {name}.shape={tuple(x.shape)}")
+            raise ArgumentError(f"Expected `{name}` with {expected} axes ({axes}). Received: {name}.shape={tuple(x.shape)}")
         return tf.cast(x, self._input_dtype)
 
     def _cast_y(self, y):
@@ -361,7 +362,9 @@ class MetaLearner:
         """
         tasks = self._tensors(episodes)
         if tasks[0].shape[0] % self.replicas:
-            raise ValueError(f"Expected a meta-batch that splits evenly over {self.replicas} replicas. Received: {tasks[0].shape[0]} tasks")
+            raise ArgumentError(
+                f"Expected a meta-batch that splits evenly over {self.replicas} replicas. Received: {tasks[0].shape[0]} tasks"
+            )
         logs = self._train_function(*tasks)
         return {name: float(value) for name, value in logs.items()}
 
@@ -393,7 +396,7 @@ class MetaLearner:
             steps = [steps]
         steps = tuple(sorted({_check_int("steps", s, 0) for s in steps}))
         if not steps:
-            raise ValueError("Expected at least one step count. Received: steps=[]")
+            raise ArgumentError("Expected at least one step count. Received: steps=[]")
         batch_size = _check_int("batch_size", batch_size, 1)
         if steps not in self._evaluate_functions:
             self._evaluate_functions[steps] = tf.function(lambda *tasks: self._curve_graph(steps, *tasks))
@@ -459,7 +462,7 @@ class MetaLearner:
         """Restores rates from `inner_rates()`; keys and shapes must match."""
         if self._rates is None:
             if rates:
-                raise ValueError(f"Expected inner rates for exactly []; this learner learns none. Received: keys={sorted(rates)}")
+                raise ArgumentError(f"Expected inner rates for exactly []; this learner learns none. Received: keys={sorted(rates)}")
             return
         self._rates.restore(rates)
 

@@ -10,6 +10,8 @@ by the path of the variable they scale (e.g. "hidden_1/kernel").
 import keras
 import numpy as np
 
+from workbench.errors import ArgumentError
+
 __all__ = ["INNER_RATES_FILE", "InnerRates", "save_rates", "load_rates"]
 
 INNER_RATES_FILE = "inner_rates.npz"
@@ -27,7 +29,7 @@ class InnerRates:
 
     def __init__(self, kind, variables, initial, steps):
         if kind not in ("per_parameter", "per_step"):
-            raise ValueError(f"Expected `kind` to be 'per_parameter' or 'per_step'. Received: kind={kind!r}")
+            raise ArgumentError(f"Expected `kind` to be 'per_parameter' or 'per_step'. Received: kind={kind!r}")
         self.kind = kind
         self.keys = [variable.path for variable in variables]
         self.variables = [
@@ -47,11 +49,11 @@ class InnerRates:
     def restore(self, rates):
         """Assigns rates from `as_dict()`; the keys and shapes must match."""
         if set(rates) != set(self.keys):
-            raise ValueError(f"Expected inner rates for exactly {sorted(self.keys)}. Received: keys={sorted(rates)}")
+            raise ArgumentError(f"Expected inner rates for exactly {sorted(self.keys)}. Received: keys={sorted(rates)}")
         for key, variable in zip(self.keys, self.variables, strict=True):
             value = np.asarray(rates[key])
             if value.shape != tuple(variable.shape):
-                raise ValueError(f"Expected inner rates of shape {tuple(variable.shape)} for {key!r}. Received: shape={value.shape}")
+                raise ArgumentError(f"Expected inner rates of shape {tuple(variable.shape)} for {key!r}. Received: shape={value.shape}")
             variable.assign(value)
 
 

@@ -104,7 +104,7 @@ def episodes_pool(cfg: Config, seed: int = 0) -> list:
 def keras_learner(cfg: Config, jit_compile: bool):
     import keras
 
-    from workbench.meta.builtin import build_conv4, build_mlp
+    from workbench.models.builtin import build_conv4, build_mlp
     from workbench.meta.learner import MetaLearner
 
     keras.utils.set_random_seed(0)

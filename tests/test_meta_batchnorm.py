@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 
 from workbench.meta.batchnorm import ExactBatchNormalization, has_batchnorm, with_exact_batchnorm, with_standard_batchnorm
-from workbench.meta.builtin import build_conv4
+from workbench.models.builtin import build_conv4
 
 
 def _norm_classes(model):

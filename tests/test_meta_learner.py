@@ -6,7 +6,7 @@ from workbench.data.episodes_types import Episodes
 from workbench.data.sinusoid import SinusoidTasks
 from workbench.meta.adapt import multi_step_weights
 from workbench.meta.batchnorm import ExactBatchNormalization
-from workbench.meta.builtin import build_conv4, build_mlp
+from workbench.models.builtin import build_conv4, build_mlp
 from workbench.meta.learner import MetaLearner, summarize
 
 

@@ -7,21 +7,8 @@ from pathlib import Path
 
 import keras
 
-from workbench import resume
+from workbench import interrupts, resume, runs
 from workbench.errors import TrainingError
-
-# All of a model's variables, its layers' random-number states included (which
-# `save_weights` leaves out), so that a resumed run augments and drops out as the
-# uninterrupted one would.
-MODEL_VARIABLES = "model.npz"
-OPTIMIZER_VARIABLES = "optimizer.npz"
-
-
-def save_weights_atomically(model: keras.Model, path: Path) -> None:
-    """`model.save_weights(path)` through a temporary file and a rename."""
-    temporary = path.with_name(f".{path.name.removesuffix('.weights.h5')}.tmp.weights.h5")
-    model.save_weights(temporary)
-    temporary.replace(path)
 
 
 def _improves(monitor: str, value: float, best: float | None) -> bool:
@@ -37,22 +24,20 @@ class BestCheckpoint(keras.callbacks.Callback):
     save on a MobileNet, which showed in fine-tuning throughput.
     """
 
-    def __init__(self, path: Path, monitor: str, best: float | None = None):
+    def __init__(self, path: Path, monitor: str, best: float | None = None, best_epoch: int | None = None):
         super().__init__()
-        self.path, self.monitor, self.best = Path(path), monitor, best
+        self.path, self.monitor, self.best, self.best_epoch = Path(path), monitor, best, best_epoch
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)
         if value is not None and _improves(self.monitor, float(value), self.best):
-            self.best = float(value)
-            temporary = self.path.with_name(f".{self.path.stem}.tmp.npz")
-            resume.save_variables(self.model.weights, temporary)
-            temporary.replace(self.path)
+            self.best, self.best_epoch = float(value), epoch + 1
+            runs.save_variables(self.model.weights, self.path)
 
     def restore(self, model: keras.Model) -> None:
         """Load the best weights into `model`, if any epoch was kept."""
         if self.path.exists():
-            resume.load_variables(model.weights, self.path)
+            runs.load_variables(model.weights, self.path)
 
 
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
@@ -90,6 +75,16 @@ class StopOnNonFinite(keras.callbacks.Callback):
             )
 
 
+class StopOnSignal(keras.callbacks.Callback):
+    """Answers a Ctrl-C or SIGTERM that TensorFlow swallowed, at the next batch (see `workbench.interrupts`)."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        interrupts.check()
+
+    def on_test_batch_end(self, batch, logs=None):
+        interrupts.check()
+
+
 class ShuffleEpoch(keras.callbacks.Callback):
     """Sets the data's shuffle variable, so that each (phase, epoch) has its own fixed order."""
 
@@ -114,7 +109,7 @@ class ResumeSaver(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         def write(folder: Path) -> None:
-            resume.save_variables(self.model.variables, folder / MODEL_VARIABLES)
-            resume.save_variables(self.model.optimizer.variables, folder / OPTIMIZER_VARIABLES)
+            runs.save_variables(self.model.variables, folder / runs.MODEL_VARIABLES)
+            runs.save_variables(self.model.optimizer.variables, folder / runs.OPTIMIZER_VARIABLES)
 
         self.point.save({**self.state(), "epoch": epoch + 1, "stopped": bool(self.model.stop_training)}, write)

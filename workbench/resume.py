@@ -16,8 +16,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from workbench import runs
 from workbench.errors import RunError
 
@@ -63,18 +61,3 @@ class ResumePoint:
         if not folder.is_dir():
             raise RunError(f"{folder}: the resume point's files are missing")
         return state, folder
-
-
-def save_variables(variables, path: Path) -> None:
-    """Save a list of variables (e.g. an optimizer's) by position."""
-    np.savez(path, *[np.asarray(variable.numpy()) for variable in variables])
-
-
-def load_variables(variables, path: Path) -> None:
-    """Assign variables saved by `save_variables`, in the same order and shapes."""
-    with np.load(path) as saved:
-        values = [saved[f"arr_{index}"] for index in range(len(saved.files))]
-    if len(values) != len(variables):
-        raise RunError(f"{path}: holds {len(values)} variables; expected {len(variables)}")
-    for variable, value in zip(variables, values, strict=True):
-        variable.assign(value)

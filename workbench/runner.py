@@ -4,36 +4,69 @@ from __future__ import annotations
 
 import atexit
 import json
+import logging
 import shutil
+import signal
 import tempfile
 import traceback
 from pathlib import Path
 
-from workbench import devices
+from workbench import devices, interrupts
 from workbench.errors import RunError
-from workbench.recipe import to_yaml
+from workbench.interrupts import Interrupted
+from workbench.recipe import load_recipe, to_yaml
 from workbench.runs import Run, latest_finished, still_running
+
+log = logging.getLogger(__name__)
 
 
 def run_recipe(recipe, recipe_path: Path, runs_dir: Path, overrides: tuple[str, ...] = ()) -> Path | None:
     """Train `recipe` in a new run directory under `runs_dir`; return that directory.
 
-    Under `distribute: multi_worker`, only the chief writes a run directory;
-    the other workers train alongside it in a temporary one and return None.
+    A `source: recipe` base is found among the finished runs under `runs_dir`,
+    or trained there first, before this run seeds its random state or enters
+    its distribution strategy. Under `distribute: multi_worker`, only the chief
+    writes a run directory; the other workers train alongside it in a temporary
+    one (their base runs too) and return None.
     """
-    path, chief = _train_new_run(recipe, recipe_path, runs_dir, overrides)
-    return path if chief else None
+    with interrupts.stop_signals():
+        strategy = devices.strategy_for(recipe.distribute)
+        chief = devices.is_chief(strategy)
+        folder = Path(runs_dir) if chief else _worker_scratch()
+        base_run = _find_or_train_base(recipe, Path(runs_dir), folder)
+        run = Run.create(folder, recipe.name)
+        run.start(
+            recipe,
+            to_yaml(recipe),
+            recipe_path=Path(recipe_path).resolve(),
+            overrides=list(overrides),
+            base_run=str(base_run.resolve()) if base_run else None,
+            distribute={"strategy": recipe.distribute.strategy, "replicas": strategy.num_replicas_in_sync},
+        )
+        _execute(recipe, run, strategy, base_run, resuming=False)
+        return run.path if chief else None
 
 
-def _train_new_run(recipe, recipe_path: Path, runs_dir: Path, overrides: tuple[str, ...] = ()) -> tuple[Path, bool]:
-    """The new run's directory, and whether this process is the chief that keeps it."""
-    strategy = devices.strategy_for(recipe.distribute)
-    chief = devices.is_chief(strategy)
-    run = Run.create(Path(runs_dir) if chief else _worker_scratch(), recipe.name)
-    run.start(recipe, to_yaml(recipe), recipe_path=Path(recipe_path).resolve(), overrides=list(overrides))
-    # Every worker looks up bases from other runs in `runs_dir` alike.
-    _execute(recipe, run, Path(runs_dir), strategy, resume=False)
-    return run.path, chief
+def _base_section(recipe):
+    return recipe.base if recipe.kind == "transfer" else recipe.model.base
+
+
+def _find_or_train_base(recipe, lookup: Path, folder: Path) -> Path | None:
+    """The finished run of a `source: recipe` base: the newest identical one under `lookup`, or one trained now in `folder`.
+
+    A run is reused only when its resolved recipe is identical to the base
+    recipe's, so a changed recipe is run again. None for other base sources.
+    """
+    base = _base_section(recipe)
+    if base is None or base.source != "recipe":
+        return None
+    base_recipe = load_recipe(base.path)
+    found = latest_finished(lookup, to_yaml(base_recipe))
+    if found is not None:
+        log.info("base: reusing %s (the finished run of %s)", found.path, base.path)
+        return found.path
+    log.info("base: training %s first", base.path)
+    return run_recipe(base_recipe, Path(base.path), folder)
 
 
 def _worker_scratch() -> Path:
@@ -44,34 +77,50 @@ def _worker_scratch() -> Path:
 
 
 def resume_run(run_path: Path) -> Path | None:
-    """Continue an unfinished run from its last resume point.
+    """Continue an unfinished run from its last resume point, on the base run it started with.
 
     Refused when the run has finished, or when its recipe file (with the same
     `--set` overrides) no longer resolves to the recipe the run started with.
     Under `multi_worker`, every worker resumes the chief's run directory: the
     others from a copy in a temporary folder, returning None.
     """
-    run = Run.open(run_path)
+    with interrupts.stop_signals():
+        return _resume(Run.open(run_path))
+
+
+def _resume(run: Run) -> Path | None:
     manifest = run.manifest
     if manifest["status"] == "finished":
         raise RunError(f"{run.path}: already finished; nothing to resume")
     recipe = run.load_recipe()
+    base_run = _recorded_base(run, recipe)
     strategy = devices.strategy_for(recipe.distribute)
     chief = devices.is_chief(strategy)
     if chief and still_running(manifest):
         raise RunError(f"{run.path}: still running (process {manifest['process']['pid']}); stop it before resuming")
     source = Path(manifest.get("recipe_path", ""))
     if source.is_file():
-        from workbench.recipe import load_recipe
-
         changes = _differences(recipe.model_dump(mode="json"), load_recipe(source, manifest.get("overrides", [])).model_dump(mode="json"))
         if changes:
             raise RunError(f"{source}: changed since {run.path.name} started ({'; '.join(changes[:5])}); run it anew with `workbench run`")
     if not chief:
         run = _worker_copy(run)
     run.mark("running", resumed=manifest.get("resumed", 0) + 1)
-    _execute(recipe, run, Path(run_path).parent, strategy, resume=True)
+    _execute(recipe, run, strategy, base_run, resuming=True)
     return run.path if chief else None
+
+
+def _recorded_base(run: Run, recipe) -> Path | None:
+    """The base run that `run` started on (runs from before the manifest recorded it: found again beside it)."""
+    manifest = run.manifest
+    if "base_run" not in manifest:
+        return _find_or_train_base(recipe, run.path.parent, run.path.parent)
+    if manifest["base_run"] is None:
+        return None
+    base_run = Path(manifest["base_run"])
+    if not base_run.is_dir() or Run.open(base_run).manifest.get("status") != "finished":
+        raise RunError(f"{run.path}: its base run {base_run} is gone or unfinished; run the recipe anew with `workbench run`")
+    return base_run
 
 
 def _worker_copy(run: Run) -> Run:
@@ -85,25 +134,36 @@ def _worker_copy(run: Run) -> Run:
     return Run.open(copy)
 
 
-def _execute(recipe, run: Run, runs_dir: Path, strategy, resume: bool) -> None:
-    """Train in `run`, every variable created in `strategy`'s scope; record how it ended in the manifest."""
+def _execute(recipe, run: Run, strategy, base_run: Path | None, resuming: bool) -> None:
+    """Seed, then train in `run` with every variable created in `strategy`'s scope; record how it ended in the manifest."""
     try:
+        seed_everything(recipe.seed)
         with strategy.scope():
             if recipe.kind == "transfer":
                 from workbench.transfer import train_transfer
 
-                train_transfer(recipe, run, runs_dir=runs_dir, resume=resume)
+                train_transfer(recipe, run, base_run=base_run, resuming=resuming)
             else:
                 from workbench.meta.runner import train_meta
 
-                train_meta(recipe, run, runs_dir=runs_dir, resume=resume)
-    except KeyboardInterrupt:
-        run.mark("interrupted")
-        raise
+                train_meta(recipe, run, base_run=base_run, resuming=resuming)
+        interrupts.check()
+    except KeyboardInterrupt as stop:
+        signum = stop.signum if isinstance(stop, Interrupted) else signal.SIGINT
+        run.mark("interrupted", signal=signal.Signals(signum).name)
+        raise Interrupted(signum, run.path) from None
     except BaseException as error:
         run.mark("failed", error=f"{type(error).__name__}: {error}", traceback=traceback.format_exc())
         raise
     run.mark("finished")
+
+
+def seed_everything(seed: int) -> None:
+    """Start from a clean Keras state and `seed`: a run's figures must not depend on what ran before it in the process."""
+    import keras
+
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(seed)
 
 
 def _differences(before, after, path: str = "") -> list[str]:
@@ -114,21 +174,10 @@ def _differences(before, after, path: str = "") -> list[str]:
             for key in dict.fromkeys([*before, *after])
             for change in _differences(before.get(key), after.get(key), f"{path}.{key}" if path else key)
         ]
+    if isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
+        return [
+            change for index, pair in enumerate(zip(before, after, strict=True)) for change in _differences(*pair, f"{path}.{index}")
+        ]
     if before != after:
         return [f"{path or 'recipe'}: {json.dumps(before)} -> {json.dumps(after)}"]
     return []
-
-
-def run_or_reuse(recipe_path: Path, runs_dir: Path) -> Path:
-    """The latest finished run of the recipe at `recipe_path`, running it first if there is none.
-
-    Used by `base: {source: recipe}`: a run is reused only when its resolved
-    recipe is identical to this one's, so a changed recipe is run again.
-    """
-    from workbench.recipe import load_recipe
-
-    recipe = load_recipe(recipe_path)
-    found = latest_finished(runs_dir, to_yaml(recipe))
-    if found is not None:
-        return found.path
-    return _train_new_run(recipe, recipe_path, runs_dir)[0]

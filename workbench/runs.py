@@ -1,20 +1,25 @@
-"""Run directories: where everything a run produces is written, atomically.
+"""Run directories: the one owner of what a run writes, and of how it is written.
 
-A run directory is new for every run and never overwritten. Every file in it
-is written to a temporary file first and renamed into place, so a crash at any
-moment leaves the previous file or the new one, never a truncated one.
+A run directory is new for every run and never overwritten. Its file names are
+the constants below, and every file in it (JSON, models, weights, arrays) is
+written here, to a temporary file first and renamed into place, so a crash at
+any moment leaves the previous file or the new one, never a truncated one.
 """
 
 from __future__ import annotations
 
 import datetime
 import hashlib
+import io
 import json
 import os
 import platform
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from workbench.errors import RunError
 
@@ -24,8 +29,18 @@ MANIFEST_FILE = "manifest.json"
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.csv"
 CLASSES_FILE = "classes.json"
+EVALUATION_FILE = "evaluation.json"
+ADAPTATION_FILE = "adaptation.json"  # meta runs: what adapting the saved initialisation needs
+INNER_RATES_FILE = "inner_rates.npz"  # meta runs: learned inner learning rates, beside the model
 CHECKPOINTS_DIR = "checkpoints"
 LOGS_DIR = "logs"
+# In checkpoints/: the best meta-validation weights and rates of a meta run.
+BEST_WEIGHTS = "best.weights.h5"
+BEST_RATES = "best_inner_rates.npz"
+# In a resume point's folder: all of a model's variables, its layers' random-number
+# states included (which `save_weights` leaves out), and the optimizer's.
+MODEL_VARIABLES = "model.npz"
+OPTIMIZER_VARIABLES = "optimizer.npz"
 
 STATUSES = ("running", "finished", "failed", "interrupted")
 
@@ -61,6 +76,46 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def atomic_write_json(path: Path, value: Any) -> None:
     atomic_write_text(path, json.dumps(value, indent=2, sort_keys=False) + "\n")
+
+
+def save_arrays(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """Write named arrays to an `.npz` file, atomically."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_arrays(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as saved:
+        return {name: saved[name] for name in saved.files}
+
+
+def save_variables(variables: Sequence, path: Path) -> None:
+    """Save a list of variables (a model's, an optimizer's) by position."""
+    save_arrays(path, {f"arr_{index}": np.asarray(variable.numpy()) for index, variable in enumerate(variables)})
+
+
+def load_variables(variables: Sequence, path: Path) -> None:
+    """Assign variables saved by `save_variables`, in the same order and shapes."""
+    saved = load_arrays(path)
+    if len(saved) != len(variables):
+        raise RunError(f"{path}: holds {len(saved)} variables; expected {len(variables)}")
+    for index, variable in enumerate(variables):
+        variable.assign(saved[f"arr_{index}"])
+
+
+def save_model(model, path: Path) -> None:
+    """`model.save(path)` (Keras format) through a temporary file beside it and a rename."""
+    temporary = path.with_name(f".{path.stem}.tmp.keras")
+    model.save(temporary)
+    temporary.replace(path)
+
+
+def save_weights(model, path: Path) -> None:
+    """`model.save_weights(path)` (a `.weights.h5` file) through a temporary file and a rename."""
+    temporary = path.with_name(f".{path.name.removesuffix('.weights.h5')}.tmp.weights.h5")
+    model.save_weights(temporary)
+    temporary.replace(path)
 
 
 def _now() -> str:
@@ -148,8 +203,8 @@ class Run:
         except (OSError, ValueError) as error:
             raise RunError(f"{self.file(MANIFEST_FILE)}: unreadable manifest ({error})") from None
 
-    def start(self, recipe, recipe_yaml: str, recipe_path: Path | None = None, overrides: list[str] | None = None) -> None:
-        """Record the resolved recipe, where it came from, and mark the run as running."""
+    def start(self, recipe, recipe_yaml: str, recipe_path: Path | None = None, overrides: list[str] | None = None, **fields: Any) -> None:
+        """Record the resolved recipe, where it came from (and `fields`), and mark the run as running."""
         atomic_write_text(self.file(RECIPE_FILE), recipe_yaml)
         atomic_write_json(
             self.file(MANIFEST_FILE),
@@ -162,6 +217,7 @@ class Run:
                 "recipe_path": str(recipe_path) if recipe_path else None,
                 "process": _process(),
                 "overrides": overrides or [],
+                **fields,
                 "created": _now(),
                 "updated": _now(),
                 "versions": _versions(),

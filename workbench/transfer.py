@@ -14,10 +14,10 @@ from pathlib import Path
 
 import keras
 
-from workbench import callbacks, resume, runs
-from workbench.callbacks import MODEL_VARIABLES, OPTIMIZER_VARIABLES
+from workbench import callbacks, runs
 from workbench.data.datasets import ImageSplits, load_image_splits
 from workbench.devices import distributed, use_xla
+from workbench.errors import DataError
 from workbench.history import HistoryFile
 from workbench.models import freezing
 from workbench.models.bases import BACKBONE, build_backbone
@@ -29,30 +29,34 @@ log = logging.getLogger(__name__)
 
 
 def build_transfer_model(
-    recipe, image_shape, classes: int, runs_dir: Path | None = None, weights: str | None = None, backbone: keras.Model | None = None
+    recipe, image_shape, classes: int, base_run: Path | None = None, weights: str | None = None, backbone: keras.Model | None = None
 ) -> keras.Model:
     """The classifier of a transfer recipe, with `freeze` applied.
 
-    `backbone`, when given, stands in for the recipe's base (the plan builds a
-    `source: recipe` base from its recipe instead of running it).
+    `base_run` is the finished run of a `source: recipe` base. `backbone`, when
+    given, stands in for the recipe's base (the plan builds a `source: recipe`
+    base from its recipe instead of running it).
     """
-    backbone = backbone or build_backbone(recipe.base, image_shape, runs_dir, weights=weights)
+    backbone = backbone or build_backbone(recipe.base, image_shape, base_run, weights=weights)
     model = build_classifier(backbone, recipe.head, classes, recipe.data.augment, seed=recipe.seed)
     freezing.freeze(backbone, recipe.freeze.layers, recipe.freeze.batchnorm)
     return model
 
 
-def train_transfer(recipe, run: runs.Run, runs_dir: Path, resume: bool = False) -> dict:
-    """Train a transfer recipe in `run` (from its last resume point with `resume`); return its metrics."""
-    keras.utils.set_random_seed(recipe.seed)
+def train_transfer(recipe, run: runs.Run, base_run: Path | None = None, resuming: bool = False) -> dict:
+    """Train a transfer recipe in `run` (from its last resume point when `resuming`); return its metrics.
+
+    The caller seeds the random state; `base_run` is the finished run of a `source: recipe` base.
+    """
     data = load_image_splits(recipe.data, recipe.seed)
     log.info("data: %s images per split, %d classes", data.counts, len(data.class_names))
-    classes = recipe.head.classes or len(data.class_names)
-    model = build_transfer_model(recipe, data.image_shape, classes, runs_dir)
+    model = build_transfer_model(recipe, data.image_shape, _head_classes(recipe, data.class_names), base_run)
     run.write_json(runs.CLASSES_FILE, data.class_names)
     point = ResumePoint(run)
-    saved = point.load() if resume else None
+    saved = point.load() if resuming else None
     state = saved[0] if saved else {"phase": 0, "phases": [], "history_rows": 0}
+    if saved:
+        _log_resume_position(recipe, state)
     history = HistoryFile(run.file(runs.HISTORY_FILE), keep=state["history_rows"])
     phases = list(state["phases"])
     with distributed(model):
@@ -63,13 +67,33 @@ def train_transfer(recipe, run: runs.Run, runs_dir: Path, resume: bool = False) 
                 resume_from = saved if saved and index == state["phase"] else None
                 phases.append(fit_phase(model, phase, index, recipe, data, run, history, resume_from, point, phases))
         if saved and state["phase"] >= len(recipe.schedule):
-            resume.load_variables(model.variables, saved[1] / MODEL_VARIABLES)
+            runs.load_variables(model.variables, saved[1] / runs.MODEL_VARIABLES)
         metrics = {"phases": phases, **_test_metrics(model, data)}
-    save_model(model, run.file(runs.MODEL_FILE))
+    runs.save_model(model, run.file(runs.MODEL_FILE))
     if recipe.baseline == "scratch":
         metrics["baseline"] = {"scratch": _scratch_baseline(model, recipe, data, run, history)}
     run.write_json(runs.METRICS_FILE, metrics)
     return metrics
+
+
+def _head_classes(recipe, class_names: list[str]) -> int:
+    """The head's outputs: the data's classes; `head.classes`, where given, must agree with them."""
+    found = len(class_names)
+    if recipe.head.classes is not None and recipe.head.classes != found:
+        example = ", ".join(class_names[:3]) + (", ..." if found > 3 else "")
+        raise DataError(
+            f"head.classes: {recipe.head.classes}, but the data has {found} classes ({example}); "
+            f"set head.classes: {found} or leave it out (the default is the data's count)"
+        )
+    return found
+
+
+def _log_resume_position(recipe, state: dict) -> None:
+    if state["phase"] < len(recipe.schedule):
+        phase = recipe.schedule[state["phase"]]
+        log.info("resuming phase %s at epoch %d of %d", phase.name, state.get("epoch", 0) + 1, phase.epochs)
+    else:
+        log.info("resuming after the last phase (%d phases done)", len(recipe.schedule))
 
 
 def _test_metrics(model: keras.Model, data: ImageSplits) -> dict:
@@ -86,6 +110,7 @@ def _scratch_baseline(model: keras.Model, recipe, data: ImageSplits, run: runs.R
     optimizer and learning rate, so the comparison with transfer is like for like.
     It has no resume points: a resumed run trains it again, from the same seed.
     """
+    log.info("baseline: the same network from scratch, %d epochs", sum(p.epochs for p in recipe.schedule))
     keras.utils.set_random_seed(recipe.seed)
     scratch = keras.models.clone_model(model)  # new layers, freshly initialised weights
     freezing.set_trainable(scratch.get_layer(BACKBONE), freezing.selectable_layers(scratch.get_layer(BACKBONE)), "train")
@@ -125,16 +150,18 @@ def fit_phase(
         jit_compile=use_xla(recipe.jit_compile),
     )
     initial_epoch, best, stop_state, stopped = 0, None, {}, False
+    best_epoch = None
     if saved is not None:
         state, folder = saved
-        resume.load_variables(model.variables, folder / MODEL_VARIABLES)
+        runs.load_variables(model.variables, folder / runs.MODEL_VARIABLES)
         if state["epoch"]:
             model.optimizer.build(model.trainable_variables)
-            resume.load_variables(model.optimizer.variables, folder / OPTIMIZER_VARIABLES)
+            runs.load_variables(model.optimizer.variables, folder / runs.OPTIMIZER_VARIABLES)
             initial_epoch, best, stop_state, stopped = state["epoch"], state["best"], state.get("early_stopping") or {}, state["stopped"]
+            best_epoch = state.get("best_epoch")
     validation = data.validation
     monitor = phase.monitor if validation is not None else phase.monitor.removeprefix("val_")
-    checkpoint = callbacks.BestCheckpoint(run.file(runs.CHECKPOINTS_DIR) / f"{label}.best.npz", monitor, best)
+    checkpoint = callbacks.BestCheckpoint(run.file(runs.CHECKPOINTS_DIR) / f"{label}.best.npz", monitor, best, best_epoch)
     early = None
     if phase.early_stopping is not None:
         stop = phase.early_stopping
@@ -149,6 +176,7 @@ def fit_phase(
         keras.callbacks.TensorBoard(run.file(runs.LOGS_DIR) / label),
         history.callback(phase.name),
         callbacks.StopOnNonFinite(phase.name),
+        callbacks.StopOnSignal(),
     ]
     chain += [early] if early else []
     if data.shuffle_epoch is not None:
@@ -160,6 +188,7 @@ def fit_phase(
                 lambda: {
                     "phase": index,
                     "best": checkpoint.best,
+                    "best_epoch": checkpoint.best_epoch,
                     "early_stopping": early.state() if early else None,
                     "history_rows": len(history.rows),
                     "phases": completed or [],
@@ -181,21 +210,15 @@ def fit_phase(
         )
         epochs += len(fitted.epoch)
     checkpoint.restore(model)
-    result = {"name": phase.name, "epochs": epochs}
+    # Epochs count from 1, as Keras prints them; None when no epoch reported the monitor.
+    result = {"name": phase.name, "epochs": epochs, "monitor": monitor, "best_epoch": checkpoint.best_epoch}
     if validation is not None:
         loss, accuracy = model.evaluate(validation, verbose=0)
         result.update(val_loss=float(loss), val_accuracy=float(accuracy))
     if point is not None:
         state = {"phase": index + 1, "epoch": 0, "history_rows": len(history.rows), "phases": [*(completed or []), result]}
-        point.save(state, lambda folder: resume.save_variables(model.variables, folder / MODEL_VARIABLES))
+        point.save(state, lambda folder: runs.save_variables(model.variables, folder / runs.MODEL_VARIABLES))
     return result
-
-
-def save_model(model: keras.Model, path: Path) -> None:
-    """Save atomically: to a temporary `.keras` file beside `path`, then rename."""
-    temporary = path.with_name(f".{path.stem}.tmp.keras")
-    model.save(temporary)
-    temporary.replace(path)
 
 
 def _slug(name: str) -> str:

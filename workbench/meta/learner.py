@@ -25,12 +25,12 @@ import tensorflow as tf
 from workbench.errors import ArgumentError
 from workbench.meta import adapt as inner
 from workbench.meta.batchnorm import has_batchnorm, set_moving_statistics, with_exact_batchnorm, with_standard_batchnorm
-from workbench.meta.builtin import HEAD_LAYER
-from workbench.meta.rates import INNER_RATES_FILE, InnerRates, load_rates, save_rates
+from workbench.models.builtin import HEAD_LAYER
+from workbench.meta.rates import InnerRates, load_rates, save_rates
 from workbench.meta.task_step import TaskStep
 from workbench.models.layers import all_layers, is_convolutional
 
-__all__ = ["ALGORITHMS", "STRATEGIES", "INNER_RATES_FILE", "MetaLearner", "summarize"]
+__all__ = ["ALGORITHMS", "STRATEGIES", "MetaLearner", "summarize"]
 
 ALGORITHMS = ("maml", "fomaml", "anil", "metasgd", "reptile")
 STRATEGIES = ("auto", "vectorized", "loop")
@@ -467,7 +467,7 @@ class MetaLearner:
         self._rates.restore(rates)
 
     def save_inner_rates(self, path):
-        """Writes `inner_rates()` to an `.npz` file (conventionally `INNER_RATES_FILE` in a run)."""
+        """Writes `inner_rates()` to an `.npz` file (a run keeps them beside its model)."""
         save_rates(self.inner_rates(), path)
 
     def load_inner_rates(self, path):

@@ -10,11 +10,10 @@ by the path of the variable they scale (e.g. "hidden_1/kernel").
 import keras
 import numpy as np
 
+from workbench import runs
 from workbench.errors import ArgumentError
 
-__all__ = ["INNER_RATES_FILE", "InnerRates", "save_rates", "load_rates"]
-
-INNER_RATES_FILE = "inner_rates.npz"
+__all__ = ["InnerRates", "save_rates", "load_rates"]
 
 
 class InnerRates:
@@ -63,7 +62,7 @@ def save_rates(rates, path):
     arrays = {f"rate_{i}": rates[key] for i, key in enumerate(keys)}
     # `np.savez` would turn "/" in names into folders of the archive, so the
     # keys travel as an array of their own.
-    np.savez(path, keys=np.array(keys, dtype=str), **arrays)
+    runs.save_arrays(path, {"keys": np.array(keys, dtype=str), **arrays})
 
 
 def load_rates(path):

@@ -8,32 +8,36 @@ it by that name, so the head of a finished run is removed by taking it back.
 from __future__ import annotations
 
 import difflib
+import os
+import re
 from pathlib import Path
 
 import keras
 
 from workbench.errors import ModelError
 from workbench.models.preprocessing import preprocessing_layers, scale_to_unit
+from workbench.runs import MODEL_FILE
 
 BACKBONE = "backbone"
 BUILTIN_BATCHNORM_MOMENTUM = 0.9
 
 
-def build_backbone(base, image_shape: tuple[int, int, int], runs_dir: Path | None = None, weights: str | None = None) -> keras.Model:
-    """The backbone of `base` for images of `image_shape`.
+def build_backbone(base, image_shape: tuple[int, int, int], base_run: Path | None = None, weights: str | None = None) -> keras.Model:
+    """The backbone of `base` for images of `image_shape`. Builds; never trains.
 
     Args:
         base: the recipe's `base` section.
         image_shape: (height, width, channels) of the raw images.
-        runs_dir: where `source: recipe` bases look for, and make, their runs.
+        base_run: for a `source: recipe` base, the finished run of that recipe
+            (the runner finds or trains it before this run starts).
         weights: overrides `base.weights` ("none" builds the architecture only).
     """
-    weights = weights or base.weights
     if base.source == "applications":
+        weights = weights or base.weights
         network = _application(base.name, image_shape, weights, base.layer)
         return _wrap(preprocessing_layers(base.name), network, image_shape)
     if base.source == "builtin":
-        from workbench.meta.builtin import HEAD_LAYER, build_conv4
+        from workbench.models.builtin import HEAD_LAYER, build_conv4
 
         network = build_conv4(image_shape, 2)
         network = keras.Model(network.inputs, network.get_layer(HEAD_LAYER).input, name=base.name)
@@ -47,12 +51,11 @@ def build_backbone(base, image_shape: tuple[int, int, int], runs_dir: Path | Non
     if base.source == "hub":
         return _hub_backbone(base.name, image_shape)
     if base.source == "recipe":
-        from workbench.runner import run_or_reuse
-
-        run_dir = run_or_reuse(Path(base.path), runs_dir or Path("runs"))
-        return backbone_of(load_model(Path(run_dir) / "model.keras"), base.layer)
+        if base_run is None:
+            raise ModelError(f"base {base.path}: a recipe base needs its finished run; `workbench run` finds or trains it first")
+        return backbone_of(load_model(Path(base_run) / MODEL_FILE), base.layer)
     if base.source == "run":
-        return backbone_of(load_model(Path(base.path) / "model.keras"), base.layer)
+        return backbone_of(load_model(Path(base.path) / MODEL_FILE), base.layer)
     return backbone_of(load_model(Path(base.path)), base.layer)
 
 
@@ -79,6 +82,10 @@ def _application(name: str, image_shape, weights: str, layer: str | None) -> ker
         )
     except ValueError as error:
         raise ModelError(f"keras.applications.{name} cannot be built for images of shape {tuple(image_shape)}: {error}") from None
+    except Exception as error:  # keras.utils.get_file raises a bare Exception when it cannot download
+        if "URL fetch failure" not in str(error):
+            raise
+        raise ModelError(_download_failure(name, str(error))) from None
     if from_file:
         try:
             network.load_weights(weights)
@@ -87,6 +94,17 @@ def _application(name: str, image_shape, weights: str, layer: str | None) -> ker
                 f"{weights}: these weights do not fit keras.applications.{name}(include_top=False, input_shape={tuple(image_shape)}) ({error})"
             ) from None
     return cut(network, layer) if layer else network
+
+
+def _download_failure(name: str, message: str) -> str:
+    """What to do when Keras cannot download a base's ImageNet weights (offline, behind a firewall)."""
+    url = re.search(r"https?://\S+?\.h5", message)
+    file_name = url.group(0).rsplit("/", 1)[-1] if url else f"the {name} no-top weights file"
+    cache = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
+    return (
+        f"base.weights: imagenet: Keras could not download the ImageNet weights of {name} ({url.group(0) if url else 'no network'}); "
+        f"put {file_name} in {cache} (Keras's cache), or set base.weights to a weights file or none"
+    )
 
 
 def _hub_backbone(preset: str, image_shape) -> keras.Model:

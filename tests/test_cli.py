@@ -77,6 +77,32 @@ def test_init_writes_a_valid_recipe_and_never_overwrites(tmp_path, kind):
     assert path.read_bytes() == before
 
 
+def test_init_and_schema_make_missing_folders_and_leave_no_temporary_file(tmp_path):
+    recipe = tmp_path / "new" / "deeper" / "meta.yaml"
+    result = CliRunner().invoke(main, ["init", "--kind", "meta", str(recipe)])
+    assert result.exit_code == 0, result.output
+    assert result.output == f"wrote {recipe}; check it with: workbench validate {recipe}\n"
+    assert CliRunner().invoke(main, ["validate", str(recipe)]).exit_code == 0
+    schema_path = tmp_path / "schemas" / "recipe.schema.json"
+    result = CliRunner().invoke(main, ["schema", "-o", str(schema_path)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(schema_path.read_text()) == json_schema()
+    schema_path.write_text("stale")
+    assert CliRunner().invoke(main, ["schema", "-o", str(schema_path)]).exit_code == 0
+    assert json.loads(schema_path.read_text()) == json_schema()  # regenerating replaces the old file
+    assert [path.name for path in recipe.parent.iterdir()] == ["meta.yaml"]
+    assert [path.name for path in schema_path.parent.iterdir()] == ["recipe.schema.json"]
+
+
+def test_an_output_under_a_file_is_a_one_line_error(tmp_path):
+    (tmp_path / "taken").write_text("a file, not a folder")
+    for args in (["init", str(tmp_path / "taken" / "transfer.yaml")], ["schema", "-o", str(tmp_path / "taken" / "deeper" / "schema.json")]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 2, result.output
+        folder = Path(args[-1]).parent
+        assert result.output == f"{folder}: cannot make this folder (a file is in the way); choose another path\n"
+
+
 def test_validate_reports_each_file_and_fails_if_any_is_invalid(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("kind: meta\n")

@@ -194,7 +194,7 @@ def test_model_reloads_in_a_fresh_process_with_the_same_predictions(finished_run
 
 
 def test_saved_predictions_match_the_model_before_saving(weights_file, tmp_path):
-    from workbench.transfer import build_transfer_model, save_model
+    from workbench.transfer import build_transfer_model
 
     recipe_path = tmp_path / "tiny.yaml"
     recipe_path.write_text(RECIPE.format(weights=weights_file[0]))
@@ -202,7 +202,7 @@ def test_saved_predictions_match_the_model_before_saving(weights_file, tmp_path)
     model = build_transfer_model(recipe, SHAPE, 3)
     images = np.random.default_rng(2).uniform(0, 255, size=(4, *SHAPE)).astype("float32")
     before = model.predict(images, verbose=0)
-    save_model(model, tmp_path / "model.keras")
+    runs.save_model(model, tmp_path / "model.keras")
     after = keras.models.load_model(tmp_path / "model.keras").predict(images, verbose=0)
     np.testing.assert_allclose(after, before, atol=1e-6)
 

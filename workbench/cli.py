@@ -6,6 +6,8 @@ that `workbench --help` and `workbench validate` start fast.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging
 import os
@@ -15,7 +17,7 @@ from pathlib import Path
 
 import click
 
-from workbench.errors import WorkbenchError
+from workbench.errors import ArgumentError, WorkbenchError
 
 USAGE_ERROR = 2
 INTERRUPTED = 130
@@ -32,9 +34,42 @@ class WorkbenchGroup(click.Group):
         except WorkbenchError as error:
             click.echo(str(error), err=True)
             ctx.exit(USAGE_ERROR)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            ctx.exit(INTERRUPTED)
+        except KeyboardInterrupt as stop:
+            run_path = getattr(stop, "run_path", None)  # set on a run stopped by Ctrl-C or SIGTERM
+            if run_path is None:
+                click.echo("interrupted", err=True)
+            else:
+                click.echo(f"interrupted: {run_path} keeps its last resume point; continue with: workbench resume {run_path}", err=True)
+            ctx.exit(getattr(stop, "exit_status", INTERRUPTED))
+
+
+def needs_tensorflow(command):
+    """Import TensorFlow quietly before `command` runs (its C++ start-up lines are not the user's concern)."""
+
+    @functools.wraps(command)
+    def quietly(*args, **kwargs):
+        from workbench.quiet import import_tensorflow
+
+        import_tensorflow()
+        return command(*args, **kwargs)
+
+    return quietly
+
+
+def _report_training(train) -> None:
+    """Run `train()` with everything it prints on stderr; then the result on stderr and the run directory alone on stdout.
+
+    So that `RUN=$(workbench run recipe.yaml)` captures the run directory only.
+    """
+    from workbench.headline import headline
+
+    with contextlib.redirect_stdout(sys.stderr):
+        run_dir = train()
+    if run_dir is None:
+        click.echo(WORKER_FINISHED)
+        return
+    click.echo(headline(run_dir), err=True)
+    click.echo(str(run_dir))
 
 
 overrides_option = click.option(
@@ -58,31 +93,30 @@ runs_dir_option = click.option(
 def main():
     """Transfer learning and meta-learning from YAML recipes (Keras 3)."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    # TensorFlow's C++ start-up chatter (CPU features, missing CUDA) is not the user's concern.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 @main.command()
 @click.argument("recipe", type=click.Path(path_type=Path))
 @overrides_option
 @runs_dir_option
+@needs_tensorflow
 def run(recipe: Path, overrides: tuple[str, ...], runs_dir: Path):
-    """Train what RECIPE describes; print the new run directory."""
+    """Train what RECIPE describes; print its result, and the new run directory on stdout."""
     from workbench.recipe import load_recipe
     from workbench.runner import run_recipe
 
-    run_dir = run_recipe(load_recipe(recipe, overrides), recipe, runs_dir, overrides)
-    click.echo(str(run_dir) if run_dir else WORKER_FINISHED)
+    loaded = load_recipe(recipe, overrides)
+    _report_training(lambda: run_recipe(loaded, recipe, runs_dir, overrides))
 
 
 @main.command()
 @click.argument("run_dir", metavar="RUN", type=click.Path(path_type=Path))
+@needs_tensorflow
 def resume(run_dir: Path):
-    """Continue an interrupted or failed run from its last checkpoint."""
+    """Continue an interrupted or failed run from its last checkpoint; print its result, and the run directory on stdout."""
     from workbench.runner import resume_run
 
-    resumed = resume_run(run_dir)
-    click.echo(str(resumed) if resumed else WORKER_FINISHED)
+    _report_training(lambda: resume_run(run_dir))
 
 
 @main.command()
@@ -97,21 +131,28 @@ def validate(recipes: tuple[Path, ...], overrides: tuple[str, ...], plan: bool):
     for path in recipes:
         try:
             recipe = load_recipe(path, overrides)
+            if plan:
+                from workbench.plan import describe_plan
+
+                description = describe_plan(recipe, path, overrides)
         except WorkbenchError as error:
             click.echo(str(error), err=True)
             failed = True
             continue
         click.echo(f"{path}: ok ({recipe.kind}: {recipe.name})")
         if plan:
-            from workbench.plan import describe_plan
-
-            click.echo(describe_plan(recipe))
+            click.echo(description)
     if failed:
         sys.exit(USAGE_ERROR)
 
 
 @main.command()
-@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write to this file instead of printing.")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write to this file (replacing it; folders made) instead of printing.",
+)
 def schema(output: Path | None):
     """Print the JSON Schema of recipes, for editors that complete YAML."""
     from workbench.recipe import json_schema
@@ -120,7 +161,7 @@ def schema(output: Path | None):
     if output is None:
         click.echo(text, nl=False)
     else:
-        output.write_text(text)
+        _write_output(output, text, overwrite=True)  # regenerating the schema file is its normal use
 
 
 @main.command()
@@ -131,11 +172,7 @@ def init(kind: str, path: Path | None):
     path = path or Path(f"{kind}.yaml")
     template = resources.files("workbench").joinpath("templates", f"{kind}.yaml").read_text()
     schema_file = resources.files("workbench").joinpath("recipe.schema.json")
-    try:
-        with open(path, "x") as file:
-            file.write(template.replace("{schema}", str(schema_file)))
-    except FileExistsError:
-        raise WorkbenchError(f"{path}: already exists; choose another path or remove it first") from None
+    _write_output(path, template.replace("{schema}", str(schema_file)))
     click.echo(f"wrote {path}; check it with: workbench validate {path}")
 
 
@@ -161,13 +198,12 @@ def evaluate(run_dir: Path, data: Path | None, steps: tuple[int, ...], tasks: in
     if not meta and (steps or tasks):
         raise WorkbenchError(f"{run_dir}: --steps and --tasks are for meta runs; this is a transfer run")
     if meta:
+        from workbench.evaluation import format_meta_result
         from workbench.meta.runner import evaluate_meta_run
 
         report = evaluate_meta_run(run_dir, steps=sorted(set(steps)) or None, tasks=tasks)
         for entry in report["evaluation"]:
-            click.echo(
-                f"{report['metric']} after {entry['steps']} steps: {entry['mean']:.4f} ± {entry['ci95']:.4f} ({entry['tasks']} tasks)"
-            )
+            click.echo(format_meta_result(report["metric"], entry))
         return
     from workbench.evaluation import evaluate_run, format_report
 
@@ -176,14 +212,26 @@ def evaluate(run_dir: Path, data: Path | None, steps: tuple[int, ...], tasks: in
 
 @main.command()
 @click.argument("model", metavar="RUN|MODEL.keras", type=click.Path(path_type=Path))
-@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--top-k", default=3, show_default=True, type=click.IntRange(min=1))
-def predict(model: Path, images: tuple[Path, ...], top_k: int):
-    """Top-k classes, with probabilities, for each image."""
+@click.argument("images", metavar="IMAGE|FOLDER...", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--top-k", default=3, show_default=True, type=click.IntRange(min=1), help="Classes per image (at most all of them).")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json", "csv"]),
+    default="text",
+    show_default=True,
+    help='json: [{"image", "predictions": [{"class", "probability"}]}]; csv: image,rank,class,probability.',
+)
+def predict(model: Path, images: tuple[Path, ...], top_k: int, output_format: str):
+    """Top-k classes, with probabilities, for each image (and each image in a FOLDER, recursively).
+
+    RUN is a finished transfer run; MODEL.keras a run's model or one that
+    `workbench adapt` wrote. A meta run must be adapted first.
+    """
+    from workbench.evaluation import format_predictions
     from workbench.evaluation import predict as predict_images
 
-    for path, ranked in predict_images(model, list(images), top_k):
-        click.echo(f"{path}: " + ", ".join(f"{name} {probability:.3f}" for name, probability in ranked))
+    click.echo(format_predictions(predict_images(model, list(images), top_k), output_format))
 
 
 @main.command()
@@ -197,16 +245,39 @@ def predict(model: Path, images: tuple[Path, ...], top_k: int):
 )
 def adapt(run_dir: Path, support: Path, steps: int | None, output: Path):
     """Adapt a meta-learned initialisation to a new task; write a Keras classifier."""
+    from workbench.evaluation import plural
     from workbench.meta.runner import adapt_run
 
     if output.suffix != ".keras":
-        raise WorkbenchError(f"{output}: the output must end in .keras")
-    if output.exists():
-        raise WorkbenchError(f"{output}: already exists; choose another path or remove it first")
+        raise ArgumentError(f"{output}: the output must end in .keras")
+    _prepare_output(output)
     result = adapt_run(run_dir, support, steps, output)
     click.echo(
-        f"adapted to {len(result['classes'])} classes from {result['support']} images in {result['steps']} steps: {result['output']}"
+        f"adapted to {len(result['classes'])} classes from {plural(result['support'], 'image')} "
+        f"in {plural(result['steps'], 'step')}: {result['output']}"
     )
+
+
+def _prepare_output(path: Path, overwrite: bool = False) -> None:
+    """Refuse an existing `path` (unless `overwrite`); make its missing folders."""
+    if path.exists() and not overwrite:
+        raise ArgumentError(f"{path}: already exists; choose another path or remove it first")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        reason = "a file is in the way" if isinstance(error, (FileExistsError, NotADirectoryError)) else error.strerror
+        raise ArgumentError(f"{path.parent}: cannot make this folder ({reason}); choose another path") from None
+
+
+def _write_output(path: Path, text: str, overwrite: bool = False) -> None:
+    """Write a file the user named, atomically, making its folders; never over an existing one unless `overwrite`."""
+    from workbench.runs import atomic_write_text
+
+    _prepare_output(path, overwrite)
+    try:
+        atomic_write_text(path, text)
+    except OSError as error:
+        raise ArgumentError(f"{path}: cannot write this file ({error.strerror}); choose another path") from None
 
 
 if __name__ == "__main__":

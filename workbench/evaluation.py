@@ -1,46 +1,64 @@
 """`workbench evaluate` and `workbench predict` for classifiers that runs saved.
 
-A run's model takes raw images; its class names are in `classes.json` and its
-image size in the resolved recipe. A bare `.keras` classifier (what
-`workbench adapt` writes) carries its class names beside it, in
-`<model>.classes.json`.
+A run's model takes raw images; its class names are in `classes.json` beside
+it. A bare `.keras` classifier (what `workbench adapt` writes) carries its class
+names beside it, in `<model>.classes.json`. A meta run's model is an
+initialisation to adapt, not a classifier: `predict` refuses it.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
 
 from workbench import runs
-from workbench.errors import DataError, RunError
+from workbench.errors import ArgumentError, DataError, ModelError, RunError
+
+log = logging.getLogger(__name__)
+
+PREDICTION_FORMATS = ("text", "json", "csv")
+PREDICTION_BATCH = 256  # images decoded and predicted at a time, so that a large folder fits in memory
 
 
 class Classifier:
-    """A saved classifier with its class names and expected image shape."""
+    """A saved classifier of images with its class names.
+
+    `class_names` names every output: outputs that the names file leaves out
+    (a head wider than the data's classes) are `class N`.
+    """
 
     def __init__(self, model, class_names: list[str]):
         self.model = model
-        self.class_names = class_names
         self.image_shape = tuple(model.input_shape[1:])
+        outputs = model.output_shape[-1]
+        self.class_names = list(class_names) + [f"class {index}" for index in range(len(class_names), outputs)]
 
     @classmethod
     def load(cls, path: Path) -> Classifier:
-        """From a run directory or a `.keras` file."""
+        """From a run directory, a run's `model.keras`, or a bare `.keras` file."""
         from workbench.models.bases import load_model
 
         path = Path(path)
-        if path.is_dir():
-            model_path, names_path = path / runs.MODEL_FILE, path / runs.CLASSES_FILE
+        run = _run_of(path)
+        if run is not None:
+            _refuse_meta_run(run)
+            model_path, names_path = run.file(runs.MODEL_FILE), run.file(runs.CLASSES_FILE)
             if not model_path.is_file():
-                raise RunError(f"{path}: no {runs.MODEL_FILE}; the run has not finished (see its manifest.json)")
+                raise RunError(f"{run.path}: no {runs.MODEL_FILE}; the run has not finished (see its {runs.MANIFEST_FILE})")
         else:
             model_path, names_path = path, path.with_suffix(".classes.json")
         model = load_model(model_path)
-        classes = model.output_shape[-1]
-        names = json.loads(names_path.read_text()) if names_path.is_file() else [f"class {i}" for i in range(classes)]
-        return cls(model, names)
+        if len(model.input_shape) != 4:
+            raise ModelError(
+                f"{model_path}: takes inputs of shape {tuple(model.input_shape[1:])}, not images; "
+                "predict needs a classifier of (height, width, channels) images"
+            )
+        return cls(model, _read_class_names(names_path, model.output_shape[-1]))
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         outputs = np.asarray(self.model.predict(images.astype("float32"), verbose=0))
@@ -49,24 +67,125 @@ class Classifier:
         return outputs
 
 
+def _run_of(path: Path) -> runs.Run | None:
+    """The run that `path` (a run directory, or the `model.keras` in one) belongs to; None for a bare model file."""
+    if path.is_dir():
+        return runs.Run.open(path)
+    if path.name == runs.MODEL_FILE and (path.parent / runs.MANIFEST_FILE).is_file():
+        return runs.Run(path.parent)
+    return None
+
+
+def _read_class_names(path: Path, outputs: int) -> list[str]:
+    """The class names in `path` (none when it is missing), at most one per output."""
+    if not path.is_file():
+        return []
+    try:
+        names = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise ModelError(f"{path}: unreadable class names ({error}); expected a JSON list of names") from None
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise ModelError(f"{path}: expected a JSON list of class names. Received: {str(names)[:80]}")
+    if len(names) > outputs:
+        raise ModelError(f"{path}: names {len(names)} classes but the model has {outputs} outputs; it belongs to another model")
+    return names
+
+
+def _refuse_meta_run(run: runs.Run) -> None:
+    if run.manifest.get("kind") != "meta":
+        return
+    recipe = run.load_recipe()
+    if recipe.tasks.source == "sinusoid":
+        raise RunError(
+            f"{run.path}: this meta run learned to regress sinusoids; predict classifies images. "
+            f"Its meta-test figures come from `workbench evaluate {run.path}`"
+        )
+    raise RunError(
+        f"{run.path}: a meta run saves an initialisation to adapt, not a classifier of your classes. "
+        f"Adapt it first: `workbench adapt {run.path} --support FOLDER -o MODEL.keras`, then `workbench predict MODEL.keras IMAGE...`"
+    )
+
+
 def _softmax(logits: np.ndarray) -> np.ndarray:
     shifted = np.exp(logits - logits.max(-1, keepdims=True))
     return shifted / shifted.sum(-1, keepdims=True)
 
 
+def image_files(paths: list[Path]) -> list[tuple[Path, bool]]:
+    """Each path, with each folder replaced by the image files in it and below, sorted.
+
+    Returns `(file, named)` pairs: `named` is False for files found in a folder,
+    which `predict` skips with a warning when they cannot be decoded.
+    """
+    from workbench.data.images import IMAGE_EXTENSIONS
+
+    files = []
+    for path in map(Path, paths):
+        if not path.is_dir():
+            files.append((path, True))
+            continue
+        found = sorted(
+            file
+            for file in path.rglob("*")
+            if file.suffix.lower() in IMAGE_EXTENSIONS
+            and file.is_file()
+            and not any(part.startswith(".") for part in file.relative_to(path).parts)
+        )
+        if not found:
+            raise DataError(f"{path}: no image files in this folder or below; expected {', '.join(sorted(IMAGE_EXTENSIONS))} files")
+        files.extend((file, False) for file in found)
+    return files
+
+
 def predict(model_path: Path, image_paths: list[Path], top_k: int = 3) -> list[tuple[str, list[tuple[str, float]]]]:
-    """Top-k class names and probabilities for each image file."""
+    """Top-k class names and probabilities for each image file, or each image in a folder.
+
+    `top_k` above the number of classes gives every class.
+    """
     from workbench.data.images import load_image
 
     classifier = Classifier.load(model_path)
     height, width, channels = classifier.image_shape
-    images = np.stack([load_image(path, (height, width), channels) for path in image_paths])
-    probabilities = classifier.probabilities(images)
+    top_k = min(top_k, len(classifier.class_names))
+    readable = []
+    for path, named in image_files(image_paths):
+        try:
+            readable.append((path, load_image(path, (height, width), channels)))
+        except DataError as error:
+            if named:
+                raise
+            log.warning("skipped %s: %s", path, error)
+    if not readable:
+        raise DataError(f"no readable image among {', '.join(map(str, image_paths))}")
     results = []
-    for path, row in zip(image_paths, probabilities, strict=True):
-        best = np.argsort(row)[::-1][:top_k]
-        results.append((str(path), [(classifier.class_names[i], float(row[i])) for i in best]))
+    for start in range(0, len(readable), PREDICTION_BATCH):
+        batch = readable[start : start + PREDICTION_BATCH]
+        probabilities = classifier.probabilities(np.stack([image for _, image in batch]))
+        for (path, _), row in zip(batch, probabilities, strict=True):
+            best = np.argsort(row)[::-1][:top_k]
+            results.append((str(path), [(classifier.class_names[i], float(row[i])) for i in best]))
     return results
+
+
+def format_predictions(results: list[tuple[str, list[tuple[str, float]]]], output_format: str = "text") -> str:
+    """`predict`'s results as text (one line per image), JSON, or CSV (one row per image and rank)."""
+    if output_format == "json":
+        listed = [
+            {"image": image, "predictions": [{"class": name, "probability": probability} for name, probability in ranked]}
+            for image, ranked in results
+        ]
+        return json.dumps(listed, indent=2)
+    if output_format == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["image", "rank", "class", "probability"])
+        for image, ranked in results:
+            for rank, (name, probability) in enumerate(ranked, start=1):
+                writer.writerow([image, rank, name, f"{probability:.6f}"])
+        return buffer.getvalue().rstrip("\n")
+    if output_format == "text":
+        return "\n".join(f"{image}: " + ", ".join(f"{name} {probability:.3f}" for name, probability in ranked) for image, ranked in results)
+    raise ArgumentError(f"Expected a format in {PREDICTION_FORMATS}. Received: output_format={output_format!r}")
 
 
 def classification_report(probabilities: np.ndarray, labels: np.ndarray, class_names: list[str]) -> dict:
@@ -107,7 +226,7 @@ def evaluate_run(run_path: Path, data_path: Path | None = None) -> dict:
     else:
         images, labels, split = _recipe_examples(recipe)
     report = {"data": split, **classification_report(classifier.probabilities(images), labels, classifier.class_names)}
-    run.write_json("evaluation.json", report)
+    run.write_json(runs.EVALUATION_FILE, report)
     return report
 
 
@@ -150,3 +269,13 @@ def format_report(report: dict) -> str:
     lines += ["", "confusion matrix (rows: true class, columns: predicted)"]
     lines += [" ".join(f"{cell:>4}" for cell in row) for row in report["confusion_matrix"]]
     return "\n".join(lines)
+
+
+def plural(count: int, noun: str) -> str:
+    """`1 step`, `2 steps`: a count with its noun."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def format_meta_result(metric: str, entry: dict) -> str:
+    """One meta-test figure, e.g. `mse after 1 step: 0.5830 ± 0.0410 (600 tasks)`."""
+    return f"{metric} after {plural(entry['steps'], 'step')}: {entry['mean']:.4f} ± {entry['ci95']:.4f} ({plural(entry['tasks'], 'task')})"

@@ -8,42 +8,37 @@ meta-test tasks, as the papers do (mean and 95% interval per step count).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import signal
 import sys
-import threading
 import time
 
 import keras
 import numpy as np
 
-from workbench import runs
-from workbench.callbacks import MODEL_VARIABLES, OPTIMIZER_VARIABLES, save_weights_atomically
+from workbench import interrupts, runs
 from workbench.devices import use_xla
 from workbench.errors import DataError, TrainingError
+from workbench.evaluation import format_meta_result
 from workbench.history import HistoryFile
 from workbench.meta.learner import MetaLearner, summarize
-from workbench.meta.rates import INNER_RATES_FILE
 from workbench.meta.tasks import TaskDistribution, build_tasks
 from workbench.models.layers import is_convolutional
 from workbench.optimizers import learning_rate, make_optimizer
-from workbench.resume import ResumePoint, load_variables, save_variables
-from workbench.transfer import save_model
+from workbench.resume import ResumePoint
 
 log = logging.getLogger(__name__)
 
-ADAPTATION_FILE = "adaptation.json"
-BEST_WEIGHTS = "best.weights.h5"
-BEST_RATES = "best_inner_rates.npz"
 VALIDATION_SEED = 1
 TEST_SEED = 2
 
 
-def build_meta_model(recipe, tasks: TaskDistribution, runs_dir=None) -> keras.Model:
-    """The network whose initialisation is meta-learned; its last layer is named `head`."""
-    from workbench.meta.builtin import HEAD_LAYER, build_conv4, build_mlp
+def build_meta_model(recipe, tasks: TaskDistribution, base_run=None) -> keras.Model:
+    """The network whose initialisation is meta-learned; its last layer is named `head`.
+
+    `base_run` is the finished run of a `source: recipe` base.
+    """
+    from workbench.models.builtin import HEAD_LAYER, build_conv4, build_mlp
 
     if recipe.model.builtin == "mlp":
         return build_mlp(tasks.input_shape, tasks.outputs)
@@ -52,7 +47,7 @@ def build_meta_model(recipe, tasks: TaskDistribution, runs_dir=None) -> keras.Mo
     from workbench.models import freezing
     from workbench.models.bases import build_backbone
 
-    backbone = build_backbone(recipe.model.base, tasks.input_shape, runs_dir)
+    backbone = build_backbone(recipe.model.base, tasks.input_shape, base_run)
     freezing.freeze(backbone, recipe.model.freeze.layers, recipe.model.freeze.batchnorm)
     inputs = keras.Input(tasks.input_shape, name="image")
     x = backbone(inputs)
@@ -107,18 +102,20 @@ def evaluate_learner(learner: MetaLearner, sampler, tasks: int, steps: list[int]
     return results
 
 
-def train_meta(recipe, run: runs.Run, runs_dir=None, resume: bool = False) -> dict:
-    """Meta-train `recipe` in `run` (from its last resume point with `resume`); return its metrics."""
-    keras.utils.set_random_seed(recipe.seed)
+def train_meta(recipe, run: runs.Run, base_run=None, resuming: bool = False) -> dict:
+    """Meta-train `recipe` in `run` (from its last resume point when `resuming`); return its metrics.
+
+    The caller seeds the random state; `base_run` is the finished run of a `source: recipe` base.
+    """
     tasks = build_tasks(recipe.tasks, recipe.seed)
-    learner = build_learner(recipe, build_meta_model(recipe, tasks, runs_dir), tasks)
+    learner = build_learner(recipe, build_meta_model(recipe, tasks, base_run), tasks)
     if recipe.outer.meta_batch_size % learner.replicas:
         raise TrainingError(
             f"outer.meta_batch_size ({recipe.outer.meta_batch_size}) must split evenly over the {learner.replicas} replicas "
             f"of distribute: {recipe.distribute.strategy}; use a multiple of {learner.replicas}"
         )
     training = MetaTraining(recipe, run, tasks, learner)
-    if resume:
+    if resuming:
         training.restore()
     training.train()
     return training.finish()
@@ -177,9 +174,9 @@ class MetaTraining:
         if saved is None:
             return  # killed before the first resume point: start over
         state, folder = saved
-        load_variables(self.learner.model.variables, folder / MODEL_VARIABLES)
-        load_variables(self.learner.optimizer.variables, folder / OPTIMIZER_VARIABLES)
-        self.learner.load_inner_rates(folder / INNER_RATES_FILE)
+        runs.load_variables(self.learner.model.variables, folder / runs.MODEL_VARIABLES)
+        runs.load_variables(self.learner.optimizer.variables, folder / runs.OPTIMIZER_VARIABLES)
+        self.learner.load_inner_rates(folder / runs.INNER_RATES_FILE)
         self.tasks.samplers["train"].rng_state = state["rng"]
         self.completed, self.best = state["iteration"], state["best"]
         self.clock = TrainingClock(state["training_seconds"], state.get("training_cpu_seconds"))
@@ -188,9 +185,9 @@ class MetaTraining:
 
     def save_point(self, rng_state: dict) -> None:
         def write(folder):
-            save_variables(self.learner.model.variables, folder / MODEL_VARIABLES)
-            save_variables(self.learner.optimizer.variables, folder / OPTIMIZER_VARIABLES)
-            self.learner.save_inner_rates(folder / INNER_RATES_FILE)
+            runs.save_variables(self.learner.model.variables, folder / runs.MODEL_VARIABLES)
+            runs.save_variables(self.learner.optimizer.variables, folder / runs.OPTIMIZER_VARIABLES)
+            self.learner.save_inner_rates(folder / runs.INNER_RATES_FILE)
 
         state = {
             "iteration": self.completed,
@@ -214,8 +211,9 @@ class MetaTraining:
         started = last_point = time.perf_counter()
         first = self.completed + 1
         log_every = max(1, min(evaluation.every, 100))
-        with _stop_requests() as stop_requested:
-            for iteration in range(first, outer.iterations + 1):
+        for iteration in range(first, outer.iterations + 1):
+            # An iteration, its validation and its resume point are one step: a signal waits for its end.
+            with interrupts.deferred():
                 result = self.learner.train_step(sampler.sample(outer.meta_batch_size))
                 self.completed = iteration
                 loss = float(result["loss"])
@@ -243,13 +241,11 @@ class MetaTraining:
                         for name, value in row.items():
                             if name not in ("phase", "iteration"):
                                 tf.summary.scalar(name, value)
-                if validate or time.perf_counter() - last_point > self.RESUME_SECONDS:
+                if validate or interrupts.requested() or time.perf_counter() - last_point > self.RESUME_SECONDS:
                     self.save_point(sampler.rng_state)
                     last_point = time.perf_counter()
                 progress.update(iteration, values)
-                if stop_requested():
-                    self.save_point(sampler.rng_state)
-                    raise KeyboardInterrupt
+            interrupts.check()
         writer.flush()
         self.clock.stop()
 
@@ -261,8 +257,8 @@ class MetaTraining:
         )
         if self.best is None or self.better(validation["mean"], self.best["mean"]):
             self.best = {"iteration": iteration, **validation}
-            save_weights_atomically(self.learner.model, checkpoints / BEST_WEIGHTS)
-            self.learner.save_inner_rates(checkpoints / BEST_RATES)
+            runs.save_weights(self.learner.model, checkpoints / runs.BEST_WEIGHTS)
+            self.learner.save_inner_rates(checkpoints / runs.BEST_RATES)
         log.info(
             "iteration %d: loss %.4f, meta-validation %s %.4f (best %.4f at %d)",
             iteration,
@@ -277,8 +273,8 @@ class MetaTraining:
     def finish(self) -> dict:
         """Evaluate the best weights on the meta-test tasks; write the model and metrics."""
         checkpoints, evaluation = self.run.file(runs.CHECKPOINTS_DIR), self.recipe.evaluation
-        self.learner.model.load_weights(checkpoints / BEST_WEIGHTS)
-        self.learner.load_inner_rates(checkpoints / BEST_RATES)
+        self.learner.model.load_weights(checkpoints / runs.BEST_WEIGHTS)
+        self.learner.load_inner_rates(checkpoints / runs.BEST_RATES)
         started = time.perf_counter()
         results = evaluate_learner(self.learner, self.tasks.samplers["test"], evaluation.tasks, evaluation.steps, TEST_SEED, progress=True)
         metrics = {
@@ -289,45 +285,13 @@ class MetaTraining:
             "evaluation_seconds": time.perf_counter() - started,
             "classes": self.tasks.classes,
         }
-        save_model(self.learner.export_model(), self.run.file(runs.MODEL_FILE))
-        self.learner.save_inner_rates(self.run.file(INNER_RATES_FILE))
-        self.run.write_json(ADAPTATION_FILE, adaptation_settings(self.recipe, self.tasks))
+        runs.save_model(self.learner.export_model(), self.run.file(runs.MODEL_FILE))
+        self.learner.save_inner_rates(self.run.file(runs.INNER_RATES_FILE))
+        self.run.write_json(runs.ADAPTATION_FILE, adaptation_settings(self.recipe, self.tasks))
         self.run.write_json(runs.METRICS_FILE, metrics)
         for entry in results:
-            log.info(
-                "meta-test %s after %d steps: %.4f ± %.4f (%d tasks)",
-                self.tasks.metric,
-                entry["steps"],
-                entry["mean"],
-                entry["ci95"],
-                entry["tasks"],
-            )
+            log.info("meta-test %s", format_meta_result(self.tasks.metric, entry))
         return metrics
-
-
-@contextlib.contextmanager
-def _stop_requests():
-    """Turn the first Ctrl-C into a request, answered between two meta-iterations.
-
-    A KeyboardInterrupt raised inside a meta-step could land after the weights
-    changed and before the iteration was counted; a request leaves a consistent
-    resume point. A second Ctrl-C interrupts at once.
-    """
-    requests = []
-    if threading.current_thread() is not threading.main_thread():
-        yield lambda: False
-        return
-    previous = signal.getsignal(signal.SIGINT)
-
-    def request(signum, frame):
-        requests.append(signum)
-        signal.signal(signal.SIGINT, previous)
-
-    signal.signal(signal.SIGINT, request)
-    try:
-        yield lambda: bool(requests)
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def adaptation_settings(recipe, tasks: TaskDistribution) -> dict:
@@ -336,7 +300,7 @@ def adaptation_settings(recipe, tasks: TaskDistribution) -> dict:
         "algorithm": recipe.algorithm,
         "steps": recipe.inner.steps,
         "inner_learning_rate": recipe.inner.learning_rate,
-        "learned_rates": INNER_RATES_FILE if (recipe.algorithm == "metasgd" or recipe.inner.learn_rates) else None,
+        "learned_rates": runs.INNER_RATES_FILE if (recipe.algorithm == "metasgd" or recipe.inner.learn_rates) else None,
         "loss": tasks.loss,
         "metric": tasks.metric,
         "ways": tasks.outputs if not tasks.regression else None,
@@ -351,7 +315,7 @@ def load_learner(run: runs.Run):
     recipe = run.load_recipe()
     tasks = build_tasks(recipe.tasks, recipe.seed)
     learner = build_learner(recipe, load_model(run.file(runs.MODEL_FILE)), tasks)
-    learner.load_inner_rates(run.file(INNER_RATES_FILE))
+    learner.load_inner_rates(run.file(runs.INNER_RATES_FILE))
     return recipe, tasks, learner
 
 
@@ -367,7 +331,7 @@ def evaluate_meta_run(run_path, steps: list[int] | None = None, tasks: int | Non
     steps = steps or recipe.evaluation.steps
     results = evaluate_learner(learner, distribution.samplers["test"], tasks or recipe.evaluation.tasks, steps, TEST_SEED, progress=True)
     report = {"metric": distribution.metric, "evaluation": results}
-    run.write_json("evaluation.json", report)
+    run.write_json(runs.EVALUATION_FILE, report)
     return report
 
 
@@ -391,6 +355,6 @@ def adapt_run(run_path, support_path, steps: int | None, output) -> dict:
     adapted = learner.adapt(loaded.images.astype("float32"), loaded.labels, steps=steps)
     probabilities = keras.layers.Softmax(name="probabilities")(adapted.outputs[0])
     classifier = keras.Model(adapted.inputs, probabilities, name="adapted_classifier")
-    save_model(classifier, output)
+    runs.save_model(classifier, output)
     runs.atomic_write_text(output.with_suffix(".classes.json"), json.dumps(list(loaded.class_names)))
     return {"classes": list(loaded.class_names), "support": len(loaded.labels), "steps": steps, "output": str(output)}

@@ -1,8 +1,15 @@
-"""Runs survive SIGKILL: a killed `workbench run` resumes to the metrics of an uninterrupted run."""
+"""Runs survive SIGKILL, Ctrl-C and SIGTERM: a stopped run resumes from where it was, to the figures of an uninterrupted run.
+
+The kills wait for a resume point chosen at random strictly inside the run (or for
+the scratch baseline to be training), so they never race the end of the run, and
+the resumed process must say that it starts past that point: a resume that
+retrained from scratch (runs are deterministic) would reach the same figures.
+"""
 
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -11,21 +18,24 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from workbench import runs
+from workbench import interrupts, runs
 from workbench.cli import main
+from workbench.interrupts import Interrupted
 
+# Early stopping in the fine-tune phase, and a scratch baseline after the phases.
 TRANSFER = """\
 kind: transfer
 name: killed-transfer
 seed: 3
 data: {source: synthetic, name: glyphs, classes: 4, samples: 40, image_size: [16, 16], channels: 1, validation: 0.25, test: 0.25, batch_size: 8,
        augment: {rotation: 0.05}}
-base: {source: builtin, name: conv4, weights: none}
+base: {source: builtin, name: conv4}
 freeze: {layers: {last: 8}, batchnorm: frozen}
 head: {dropout: 0.3}
 schedule:
   - {name: head, epochs: 4, learning_rate: 3.0e-3, lr_schedule: cosine, warmup_epochs: 1}
-  - {name: fine-tune, unfreeze: all, epochs: 4, learning_rate: 1.0e-3, early_stopping: {patience: 2}}
+  - {name: fine-tune, unfreeze: all, epochs: 6, learning_rate: 1.0e-3, early_stopping: {patience: 2}}
+baseline: scratch
 """
 
 META = """\
@@ -41,56 +51,121 @@ evaluation: {tasks: 50, steps: [1, 3], every: 1000, validation_tasks: 20}
 """
 
 ENVIRONMENT = {**os.environ, "TF_DETERMINISTIC_OPS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
+TIMEOUT = 600
 
 
-def _workbench(*args, **kwargs):
+def _workbench(*args):
     return subprocess.Popen(
-        [sys.executable, "-m", "workbench", *args], env=ENVIRONMENT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs
+        [sys.executable, "-m", "workbench", *map(str, args)], env=ENVIRONMENT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
+
+
+def _finish(process):
+    out, err = process.communicate(timeout=TIMEOUT)
+    assert process.returncode == 0, err[-3000:]
+    return out, err
 
 
 def _final_figures(run_dir):
     metrics = json.loads((run_dir / runs.METRICS_FILE).read_text())
     if "phases" in metrics:
-        return [metrics["test"]["loss"], metrics["test"]["accuracy"]] + [phase["val_loss"] for phase in metrics["phases"]]
+        figures = [metrics["test"]["loss"], metrics["test"]["accuracy"]] + [phase["val_loss"] for phase in metrics["phases"]]
+        return figures + [metrics["baseline"]["scratch"]["test"]["accuracy"]]
     return [entry["mean"] for entry in metrics["evaluation"]] + [metrics["best_validation"]["mean"]]
 
 
-def _run_killed_then_resumed(recipe, runs_dir, rng):
-    """Start a run, SIGKILL it at a random moment of its training, resume it until it finishes."""
-    process = _workbench("run", str(recipe), "--runs-dir", str(runs_dir))
-    deadline = time.time() + 120
-    while not list(runs_dir.glob("*/checkpoints/resume.json")) and process.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    time.sleep(rng.uniform(0.0, 3.0))
+def _resume_state(runs_dir):
+    for path in runs_dir.glob(f"*/{runs.CHECKPOINTS_DIR}/resume.json"):
+        try:
+            return json.loads(path.read_text())
+        except ValueError:  # renamed into place between the glob and the read: read the next one
+            return None
+    return None
+
+
+def _wait_for(process, condition, what):
+    deadline = time.time() + TIMEOUT
+    while not condition():
+        assert process.poll() is None, f"the run ended before {what}: {process.communicate()[1][-2000:]}"
+        assert time.time() < deadline, f"no {what} within {TIMEOUT} s"
+        time.sleep(0.02)
+
+
+def _kill_and_resume(recipe, runs_dir, condition, what):
+    """Start a run, SIGKILL it once `condition(runs_dir)` holds, resume it; the resumed process's stderr."""
+    process = _workbench("run", recipe, "--runs-dir", runs_dir)
+    _wait_for(process, lambda: condition(runs_dir), what)
     process.send_signal(signal.SIGKILL)
     process.wait()
     (run_dir,) = runs_dir.iterdir()
     # SIGKILL leaves no chance to write anything: the manifest still says running.
     assert json.loads((run_dir / runs.MANIFEST_FILE).read_text())["status"] == "running", "the kill came after the run finished"
-    resumed = _workbench("resume", str(run_dir))
-    _, err = resumed.communicate(timeout=300)
-    assert resumed.returncode == 0, err[-2000:]
+    _, err = _finish(_workbench("resume", run_dir))
     assert json.loads((run_dir / runs.MANIFEST_FILE).read_text())["status"] == "finished"
-    return run_dir
+    return run_dir, err
 
 
-@pytest.mark.parametrize("kind, text, trials", [("transfer", TRANSFER, 3), ("meta", META, 3)])
-def test_sigkill_at_random_moments_then_resume_matches_an_uninterrupted_run(tmp_path, kind, text, trials):
-    recipe = tmp_path / f"{kind}.yaml"
-    recipe.write_text(text)
-    reference_dir = tmp_path / "reference"
-    reference = _workbench("run", str(recipe), "--runs-dir", str(reference_dir))
-    _, err = reference.communicate(timeout=300)
-    assert reference.returncode == 0, err[-2000:]
-    expected = _final_figures(next(reference_dir.iterdir()))
-    rng = random.Random(kind)
-    for trial in range(trials):
-        run_dir = _run_killed_then_resumed(recipe, tmp_path / f"trial-{trial}", rng)
-        assert _final_figures(run_dir) == pytest.approx(expected, rel=1e-5, abs=1e-6), f"trial {trial}"
-        history = (run_dir / runs.HISTORY_FILE).read_text().splitlines()
-        reference_history = (next(reference_dir.iterdir()) / runs.HISTORY_FILE).read_text().splitlines()
-        assert len(history) == len(reference_history)
+@pytest.fixture(scope="module")
+def references(tmp_path_factory):
+    """Each recipe, an uninterrupted run of it, and that run's figures."""
+    folder = tmp_path_factory.mktemp("references")
+    result = {}
+    for kind, text in (("transfer", TRANSFER), ("meta", META)):
+        recipe = folder / f"{kind}.yaml"
+        recipe.write_text(text)
+        out, _ = _finish(_workbench("run", recipe, "--runs-dir", folder / kind))
+        run_dir = folder / kind / out.strip().splitlines()[-1].rsplit("/", 1)[-1]
+        result[kind] = recipe, run_dir, _final_figures(run_dir)
+    return result
+
+
+def _point_after(number):
+    return lambda runs_dir: (_resume_state(runs_dir) or {}).get("number", 0) >= number
+
+
+def _check_resumed_like_the_reference(run_dir, reference_dir, expected):
+    assert _final_figures(run_dir) == pytest.approx(expected, rel=1e-5, abs=1e-6)
+    phases = [line.split(",")[0] for line in (run_dir / runs.HISTORY_FILE).read_text().splitlines()]
+    assert phases == [line.split(",")[0] for line in (reference_dir / runs.HISTORY_FILE).read_text().splitlines()]
+
+
+def test_transfer_killed_inside_either_phase_resumes_from_there(references, tmp_path):
+    recipe, reference_dir, expected = references["transfer"]
+    fine_tune_epochs = json.loads((reference_dir / runs.METRICS_FILE).read_text())["phases"][1]["epochs"]
+    assert fine_tune_epochs >= 3  # early stopping (patience 2) leaves room for a kill inside the phase
+    # Resume points: head epochs 1-4 are points 1-4 and its end 5; fine-tune epoch k is point 5 + k.
+    rng = random.Random("transfer")
+    for phase, number in (("head", rng.randint(2, 3)), ("fine-tune", rng.randint(7, 4 + fine_tune_epochs))):
+        run_dir, err = _kill_and_resume(recipe, tmp_path / phase, _point_after(number), f"resume point {number}")
+        match = re.search(r"resuming phase (\S+) after epoch (\d+) of (\d+)", err)
+        assert match, err[-2000:]
+        assert match.group(1) == phase and int(match.group(2)) >= 2
+        _check_resumed_like_the_reference(run_dir, reference_dir, expected)
+
+
+def _history_has(phase):
+    def condition(runs_dir):
+        return any(f"\n{phase}," in path.read_text() for path in runs_dir.glob(f"*/{runs.HISTORY_FILE}"))
+
+    return condition
+
+
+def test_transfer_killed_in_its_scratch_baseline_resumes_after_its_phases(references, tmp_path):
+    recipe, reference_dir, expected = references["transfer"]
+    run_dir, err = _kill_and_resume(recipe, tmp_path / "runs", _history_has("scratch"), "the scratch baseline's first epoch")
+    assert "resuming after the last phase" in err
+    assert "Traceback" not in err
+    _check_resumed_like_the_reference(run_dir, reference_dir, expected)
+
+
+def test_meta_killed_at_a_random_iteration_resumes_from_there(references, tmp_path):
+    recipe, reference_dir, expected = references["meta"]
+    target = random.Random(3).randint(200, 3000)
+    condition = lambda runs_dir: (_resume_state(runs_dir) or {}).get("iteration", 0) >= target  # noqa: E731
+    run_dir, err = _kill_and_resume(recipe, tmp_path / "runs", condition, f"a resume point past iteration {target}")
+    match = re.search(r"resuming at iteration (\d+) of 6000", err)
+    assert match and int(match.group(1)) > target, err[-2000:]
+    _check_resumed_like_the_reference(run_dir, reference_dir, expected)
 
 
 def test_resume_refuses_a_changed_recipe_and_a_finished_run(tmp_path):
@@ -106,28 +181,46 @@ def test_resume_refuses_a_changed_recipe_and_a_finished_run(tmp_path):
     alive = CliRunner().invoke(main, ["resume", str(run_dir)])
     assert alive.exit_code == 2 and f"still running (process {os.getpid()})" in alive.output
     (run_dir / runs.MANIFEST_FILE).write_text(json.dumps({**manifest, "status": "interrupted"}))
-    recipe.write_text(recipe.read_text().replace("learning_rate: 0.01", "learning_rate: 0.02"))
+    recipe.write_text(recipe.read_text().replace("learning_rate: 0.01", "learning_rate: 0.02").replace("every: 10", "every: 5"))
     changed = CliRunner().invoke(main, ["resume", str(run_dir)])
     assert changed.exit_code == 2
-    assert "changed since" in changed.output and "inner.learning_rate: 0.01 -> 0.02" in changed.output
+    (line,) = changed.output.strip().splitlines()
+    # Only what changed, field by field; not the sections that hold it.
+    assert "inner.learning_rate: 0.01 -> 0.02" in line and "evaluation.every: 10 -> 5" in line
+    assert "steps" not in line
 
 
-@pytest.mark.parametrize("kind, text", [("transfer", TRANSFER), ("meta", META)])
-def test_ctrl_c_marks_the_run_interrupted_exits_130_and_resumes(tmp_path, kind, text):
-    recipe = tmp_path / f"{kind}.yaml"
-    recipe.write_text(text)
+@pytest.mark.parametrize(
+    "kind, stop, status", [("transfer", signal.SIGINT, 130), ("meta", signal.SIGINT, 130), ("meta", signal.SIGTERM, 143)]
+)
+def test_ctrl_c_and_sigterm_mark_the_run_interrupted_say_how_to_resume_and_resume(references, tmp_path, kind, stop, status):
+    recipe = references[kind][0]
     runs_dir = tmp_path / "runs"
-    process = _workbench("run", str(recipe), "--runs-dir", str(runs_dir))
-    deadline = time.time() + 120
-    while not list(runs_dir.glob("*/checkpoints/resume.json")) and time.time() < deadline:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=120)
-    assert process.returncode == 130, err[-2000:]
-    assert "Traceback" not in err and "interrupted" in err
+    process = _workbench("run", recipe, "--runs-dir", runs_dir)
+    _wait_for(process, _point_after(2), "the second resume point")
+    process.send_signal(stop)
+    out, err = process.communicate(timeout=TIMEOUT)
     (run_dir,) = runs_dir.iterdir()
-    assert json.loads((run_dir / runs.MANIFEST_FILE).read_text())["status"] == "interrupted"
-    resumed = _workbench("resume", str(run_dir))
-    _, err = resumed.communicate(timeout=300)
-    assert resumed.returncode == 0, err[-2000:]
+    assert process.returncode == status, err[-2000:]
+    assert out == "" and "Traceback" not in err
+    assert err.strip().splitlines()[-1].endswith(f"continue with: workbench resume {run_dir}")
+    manifest = json.loads((run_dir / runs.MANIFEST_FILE).read_text())
+    assert manifest["status"] == "interrupted" and manifest["signal"] == stop.name
+    out, _ = _finish(_workbench("resume", run_dir))
+    assert out.strip() == str(run_dir)
     assert json.loads((run_dir / runs.MANIFEST_FILE).read_text())["status"] == "finished"
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the swallowed exception, as expected
+def test_a_ctrl_c_that_a_finalizer_swallows_still_stops_the_run():
+    """Python ignores an exception raised in `__del__`, so a Ctrl-C arriving there was lost; `check()` answers it."""
+
+    class SignalsWhileFinalized:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGINT)  # the handler runs here; Python prints and drops its exception
+
+    with pytest.raises(Interrupted) as stopped, interrupts.stop_signals():
+        SignalsWhileFinalized()
+        interrupts.check()
+    assert stopped.value.exit_status == 130
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored on the way out

@@ -68,12 +68,23 @@ def train_transfer(recipe, run: runs.Run, base_run: Path | None = None, resuming
                 phases.append(fit_phase(model, phase, index, recipe, data, run, history, resume_from, point, phases))
         if saved and state["phase"] >= len(recipe.schedule):
             runs.load_variables(model.variables, saved[1] / runs.MODEL_VARIABLES)
+            _compile(model, recipe)  # only to evaluate: every phase trained before the resume point
         metrics = {"phases": phases, **_test_metrics(model, data)}
     runs.save_model(model, run.file(runs.MODEL_FILE))
     if recipe.baseline == "scratch":
         metrics["baseline"] = {"scratch": _scratch_baseline(model, recipe, data, run, history)}
     run.write_json(runs.METRICS_FILE, metrics)
     return metrics
+
+
+def _compile(model: keras.Model, recipe, optimizer: keras.optimizers.Optimizer | None = None) -> None:
+    """Compile `model` with the loss and metrics that every phase, and the test evaluation, report."""
+    model.compile(
+        optimizer=optimizer or "adam",
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        jit_compile=use_xla(recipe.jit_compile),
+    )
 
 
 def _head_classes(recipe, class_names: list[str]) -> int:
@@ -91,7 +102,10 @@ def _head_classes(recipe, class_names: list[str]) -> int:
 def _log_resume_position(recipe, state: dict) -> None:
     if state["phase"] < len(recipe.schedule):
         phase = recipe.schedule[state["phase"]]
-        log.info("resuming phase %s at epoch %d of %d", phase.name, state.get("epoch", 0) + 1, phase.epochs)
+        if state.get("epoch"):
+            log.info("resuming phase %s after epoch %d of %d", phase.name, state["epoch"], phase.epochs)
+        else:
+            log.info("resuming at the start of phase %s", phase.name)
     else:
         log.info("resuming after the last phase (%d phases done)", len(recipe.schedule))
 
@@ -143,12 +157,7 @@ def fit_phase(
     label = label or f"phase-{index:02d}-{_slug(phase.name)}"
     steps = math.ceil(data.counts["train"] / recipe.data.batch_size)
     rate = learning_rate(phase.learning_rate, phase.lr_schedule, steps * phase.epochs, round(steps * phase.warmup_epochs))
-    model.compile(
-        optimizer=make_optimizer(phase.optimizer, rate, phase.momentum, phase.weight_decay),
-        loss=keras.losses.SparseCategoricalCrossentropy(),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-        jit_compile=use_xla(recipe.jit_compile),
-    )
+    _compile(model, recipe, make_optimizer(phase.optimizer, rate, phase.momentum, phase.weight_decay))
     initial_epoch, best, stop_state, stopped = 0, None, {}, False
     best_epoch = None
     if saved is not None:

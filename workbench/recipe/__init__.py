@@ -1,4 +1,4 @@
-"""Recipes: the YAML format of DESIGN.md, loaded and validated without TensorFlow."""
+"""Recipes: the YAML format of workbench runs, loaded and validated without TensorFlow."""
 
 from workbench.recipe.loader import Problem, load_recipe
 from workbench.recipe.schema import MetaRecipe, Recipe, TransferRecipe

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import typing
 from pathlib import Path
 from typing import Any
 
 import pydantic
 import yaml
+from pydantic.fields import FieldInfo
 
 from workbench.errors import RecipeError
 from workbench.recipe.schema import RECIPE_KINDS
@@ -152,37 +154,60 @@ def _construct(node: yaml.Node, loader: yaml.SafeLoader, document: Document, pat
 
 
 def parse_override(assignment: str) -> tuple[FieldPath, Any, Document]:
-    """Parse `a.b.c=value`; the value is read as YAML, like the same text in the file."""
-    origin = f"--set {assignment}"
+    """Parse `a.b.c=value`; list items as `a.0.c` or `a[0].c`; the value is read as YAML, like the same text in the file.
+
+    Numbers in the path stay strings here: whether one indexes a list is known
+    only against the recipe (`apply_override`).
+    """
+    origin = f"--set {assignment if assignment.isprintable() else repr(assignment)}"  # a line break would split the one-line error
     document = Document(origin)
     name, sep, text = assignment.partition("=")
-    path = tuple(part.strip() for part in name.split("."))
-    if not sep or not all(path):
-        raise RecipeError([Problem(origin, 0, 0, "", "expected --set field.path=value, e.g. --set data.batch_size=64")])
+    path = tuple(part.strip() for part in _LIST_INDEX.sub(r".\1", name).split("."))
+    if not sep or not all(path) or any(bracket in part for part in path for bracket in "[]"):
+        raise RecipeError(
+            [Problem(origin, 0, 0, "", "expected --set field.path=value, e.g. --set data.batch_size=64 or --set schedule.0.epochs=20")]
+        )
     value = _parse(text, document, path) if text.strip() else None
     document.values = {field_path: (origin, 0, 0) for field_path in document.values}
+    document.keys = {field_path: (origin, 0, 0) for field_path in document.keys}
+    document.values[path] = (origin, 0, 0)
     return path, value, document
 
 
+_LIST_INDEX = re.compile(r"\[\s*(\d+)\s*\]")
+
+
 def apply_override(document: Document, assignment: str) -> None:
-    """Set one `--set` value in the document, remembering where it came from."""
+    """Set one `--set` value in the document, remembering that it came from the override."""
     path, value, override = parse_override(assignment)
     if not isinstance(document.data, dict):
         return
-    target = document.data
-    for depth, part in enumerate(path[:-1]):
-        current = target.get(part)
-        if isinstance(current, list) and depth + 1 < len(path):
-            raise RecipeError([override.problem(path, "--set cannot index into lists; set the whole list, e.g. --set a.b=[1,2]")])
-        if not isinstance(current, dict):
-            current = target[part] = {}
-        target = current
-    target[path[-1]] = value
-    stale = [key for key in document.values if key[: len(path)] == path]
-    for key in stale:
-        del document.values[key]
-    document.values.update(override.values)
-    document.keys[path] = (override.origin, 0, 0)
+    resolved: list[Any] = []
+    target: Any = document.data
+    for depth, part in enumerate(path):
+        if isinstance(target, list):
+            problem = None
+            if not part.isdecimal():
+                problem = f"{dotted(resolved)} is a list; index it by position, e.g. {dotted(resolved)}.0"
+            elif int(part) >= len(target):
+                problem = f"index {part} is out of range: {dotted(resolved)} has {len(target)} item(s), numbered from 0"
+            if problem:
+                raise RecipeError([Problem(override.origin, 0, 0, dotted((*resolved, part)), problem)])
+            part = int(part)
+        resolved.append(part)
+        if depth == len(path) - 1:
+            target[part] = value
+        else:
+            inner = target[part] if isinstance(target, list) else target.get(part)
+            if not isinstance(inner, dict | list):
+                inner = target[part] = {}
+            target = inner
+    field_path = tuple(resolved)
+    for table, new in ((document.values, override.values), (document.keys, override.keys)):
+        for stale in [key for key in table if key[: len(field_path)] == field_path]:
+            del table[stale]
+        table.update({field_path + key[len(path) :]: where for key, where in new.items()})
+    document.keys[field_path] = (override.origin, 0, 0)
 
 
 def load_recipe(path: str | Path, overrides: typing.Sequence[str] = ()):
@@ -219,31 +244,36 @@ def validate_document(document: Document, context: dict[str, Any]):
 def _problems(error: pydantic.ValidationError, document: Document, model: type[pydantic.BaseModel]) -> list[Problem]:
     problems: dict[FieldPath, Problem] = {}
     for detail in error.errors(include_url=False):
-        path = _data_path(detail["loc"], document.data)
+        kind = detail["type"]
+        path = _data_path(detail["loc"], document.data, missing=kind == "missing")
+        if kind in ("union_tag_invalid", "union_tag_not_found"):
+            path, message = _tag_problem(model, path, document.data)
+            problems.setdefault(path, document.problem(path, message))
+            continue
         if path in problems:
             continue  # a union reports once per member; the first is enough
-        kind = detail["type"]
         message = detail["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
         if kind == "extra_forbidden":
-            known = _known_fields(model, path[:-1])
-            near = difflib.get_close_matches(str(path[-1]), known, n=1)
-            hint = f"did you mean {near[0]}?" if near else f"expected one of: {', '.join(known)}"
-            problems[path] = document.problem(path, f"unknown field; {hint}", at_key=True)
+            problems[path] = document.problem(path, _unknown_field(model, path, document.data), at_key=True)
         elif kind == "missing":
-            problems[path] = document.problem(path, "field required")
+            field, _ = _field_at(model, path, document.data)
+            problems[path] = document.problem(
+                path, "field required" + (f": {_sentence_part(field.description)}" if field and field.description else "")
+            )
         else:
             received = detail.get("input")
-            if kind != "value_error" and isinstance(received, (str, int, float, bool, type(None))):
+            if kind not in ("value_error", "model_kind") and isinstance(received, (str, int, float, bool, type(None))):
                 message = f"{message}. Received: {received!r}"
             problems[path] = document.problem(path, message)
     return list(problems.values())
 
 
-def _data_path(loc: tuple[Any, ...], data: Any) -> FieldPath:
+def _data_path(loc: tuple[Any, ...], data: Any, missing: bool = False) -> FieldPath:
     """Keep the parts of a pydantic error location that index into the data.
 
-    Unions and validators add tags such as 'float' or 'function-after[...]'
-    that are not fields; a missing field is kept as the last part.
+    Unions and validators add tags such as 'float', 'folder' or
+    'function-after[...]' that are not fields; with `missing`, the last part
+    (the missing field) is kept.
     """
     path: list[Any] = []
     node = data
@@ -254,27 +284,111 @@ def _data_path(loc: tuple[Any, ...], data: Any) -> FieldPath:
         elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
             node = node[part]
             path.append(part)
-        elif isinstance(node, dict) and isinstance(part, str) and index == len(loc) - 1:
+        elif missing and isinstance(node, dict) and isinstance(part, str) and index == len(loc) - 1:
             path.append(part)
     return tuple(path)
 
 
-def _known_fields(model: type[pydantic.BaseModel], path: FieldPath) -> list[str]:
+def _tag_problem(model: type[pydantic.BaseModel], path: FieldPath, data: Any) -> tuple[FieldPath, str]:
+    """A missing or unknown `source` (the tag of a section with one model per source), with the choices."""
+    field, node = _field_at(model, path, data)
+    discriminator = _discriminator(field) if field is not None else None
+    name = discriminator if isinstance(discriminator, str) else "source"
+    choices = [tag for _, tags in _union_members(field) for tag in tags] if field is not None else []
+    expected = f"expected one of: {', '.join(choices)}"
+    tag = node.get(name) if isinstance(node, dict) else None
+    if tag is None:
+        return (*path, name), f"field required; {expected}"
+    near = difflib.get_close_matches(str(tag), choices, n=1)
+    hint = f"did you mean {near[0]}? " if near else ""
+    return (*path, name), f"unknown {name} {tag!r}; {hint}{expected}"
+
+
+def _unknown_field(model: type[pydantic.BaseModel], path: FieldPath, data: Any) -> str:
+    """The message for an unknown field: the name meant, or the other source it belongs to, or the choices."""
+    name = path[-1]
+    field, node = _field_at(model, path[:-1], data) if path[:-1] else (None, data)
+    section = _member(field, node) if field is not None else model
+    known = list(section.model_fields) if section is not None else []
+    expected = f"expected one of: {', '.join(known)}"
+    members = _union_members(field) if field is not None else []
+    if section is not None and len(members) > 1 and any(name in member.model_fields for member, _ in members):
+        tag = next(tags[0] for member, tags in members if member is section)
+        discriminator = _discriminator(field)
+        where = f"{discriminator}: {tag}" if isinstance(discriminator, str) else f"a {tag}"
+        return f"unknown field; {name} does not apply to {where}; {expected}"
+    near = difflib.get_close_matches(str(name), known, n=1)
+    return f"unknown field; did you mean {near[0]}?" if near else f"unknown field; {expected}"
+
+
+def _field_at(model: type[pydantic.BaseModel], path: FieldPath, data: Any) -> tuple[FieldInfo | None, Any]:
+    """The field at `path` and the data there; a union section is the member the data's tag picks."""
+    field, node, section = None, data, model
     for part in path:
         if isinstance(part, int):
+            node = node[part] if isinstance(node, list) and 0 <= part < len(node) else None
             continue
-        field = model.model_fields.get(part)
-        model = _section_type(field.annotation) if field else None
-        if model is None:
-            return []
-    return list(model.model_fields)
+        field = section.model_fields.get(part) if section is not None else None
+        if field is None:
+            return None, None
+        node = node.get(part) if isinstance(node, dict) else None
+        section = _member(field, node)
+    return field, node
 
 
-def _section_type(annotation: Any) -> type[pydantic.BaseModel] | None:
+def _member(field: FieldInfo, node: Any) -> type[pydantic.BaseModel] | None:
+    """The section model that `field` holds for the data `node`: in a union, the one its tag picks."""
+    members = _union_members(field)
+    if len(members) == 1:
+        return members[0][0]
+    discriminator = _discriminator(field)
+    if isinstance(discriminator, str):
+        tag = node.get(discriminator) if isinstance(node, dict) else None
+    elif isinstance(discriminator, pydantic.Discriminator):
+        tag = discriminator.discriminator(node)
+    else:
+        return None
+    return next((member for member, tags in members if tag in tags), None)
+
+
+def _union_members(field: FieldInfo) -> list[tuple[type[pydantic.BaseModel], tuple[Any, ...]]]:
+    """The section models a field can hold, each with the tags that choose it."""
+    members = _models(field.annotation)
+    discriminator = _discriminator(field)
+    if isinstance(discriminator, str):
+        return [(member, typing.get_args(member.model_fields[discriminator].annotation)) for member, _ in members]
+    return members
+
+
+def _discriminator(field: FieldInfo) -> str | pydantic.Discriminator | None:
+    """A union's field name (such as `source`) or function that picks its member, if it has one."""
+    if field.discriminator is not None:
+        return field.discriminator
+    return next((item for item in field.metadata if isinstance(item, pydantic.Discriminator)), None)
+
+
+def _models(annotation: Any, tags: tuple[Any, ...] = ()) -> list[tuple[type[pydantic.BaseModel], tuple[Any, ...]]]:
     if isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel):
-        return annotation
-    for argument in typing.get_args(annotation):
-        found = _section_type(argument)
-        if found is not None:
-            return found
-    return None
+        return [(annotation, tags)]
+    arguments = typing.get_args(annotation)
+    tags = tuple(argument.tag for argument in arguments if isinstance(argument, pydantic.Tag)) or tags
+    return [found for argument in arguments for found in _models(argument, tags)]
+
+
+def _sentence_part(description: str) -> str:
+    """A field's description to follow a colon: first letter lowered unless it starts a name like TFDS."""
+    text = description.rstrip(".")
+    return text if text[:2].isupper() else text[:1].lower() + text[1:]
+
+
+def recipe_problem(path: str | Path, field: FieldPath, message: str, overrides: typing.Sequence[str] = ()) -> RecipeError:
+    """A `RecipeError` at `field` of the recipe at `path` (with its `--set` overrides), found after loading.
+
+    For checks that need more than the recipe, such as the data and the model that
+    `workbench validate --plan` looks at: their problems too read
+    `FILE:LINE:COL: field.path: message`.
+    """
+    document = read_document(path)
+    for assignment in overrides:
+        apply_override(document, assignment)
+    return RecipeError([document.problem(tuple(field), message)])

@@ -1,10 +1,14 @@
 """The recipe format: pydantic models of both recipe kinds.
 
-This module is the public contract of DESIGN.md in code. It imports no
-TensorFlow. Field validators check one field; the `model_validator`s check
+Each rule of the format is written here once. Sections whose fields depend on
+a `source` are discriminated unions, one model per source, so a field that a
+source does not read is refused as unknown, never ignored. Every field has a
+description (the JSON Schema gives editors tooltips from it) and its default
+beside it. Field validators check one field; the `model_validator`s check
 fields against each other; paths are resolved against the recipe's folder
 (and the data root for datasets) through the validation context, so that
-everything after loading can trust the types and that the files exist.
+everything after loading can trust the types and that the files exist. This
+module imports no TensorFlow.
 """
 
 from __future__ import annotations
@@ -17,8 +21,12 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
+    TypeAdapter,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -42,6 +50,10 @@ APPLICATIONS = (
 ).split()
 BUILTIN_BASES = ("conv4",)  # image bases; the mlp takes vectors
 SYNTHETIC_GENERATORS = ("glyphs",)
+# What Keras logs in a transfer phase: the compiled loss and accuracy, and
+# their `val_` twins when the data has a validation split.
+MONITORS = ("loss", "accuracy", "val_loss", "val_accuracy")
+DEFAULT_MULTI_STEP_ANNEAL = 5000
 
 
 def _yaml_number(value: Any) -> Any:
@@ -54,14 +66,33 @@ def _yaml_number(value: Any) -> Any:
     return value
 
 
-def _fraction(value: float) -> float:
-    if not 0 <= value < 1:
-        raise ValueError(f"must be a fraction in [0, 1). Received: {value!r}")
+def _number(**bounds: float) -> Any:
+    """A finite float with bounds that the JSON Schema spells `minimum`, `exclusiveMaximum`, ...
+
+    The bounds sit on the float itself, inside the YAML-spelling validator, so
+    that pydantic writes them as standard JSON Schema keywords.
+    """
+    return Annotated[float, Field(allow_inf_nan=False, **bounds), BeforeValidator(_yaml_number)]
+
+
+Fraction = _number(ge=0, lt=1)
+LearningRate = _number(gt=0)
+Count = Annotated[int, Field(ge=1)]
+ImageSize = Annotated[
+    list[Annotated[int, Field(ge=8)]],
+    Field(min_length=2, max_length=2, description="[height, width] the images are resized to, each at least 8."),
+]
+Channels = Annotated[Literal[1, 3], Field(description="1 for grayscale, 3 for RGB; images are converted as needed.")]
+Optimizer = Literal["adam", "adamw", "sgd", "rmsprop"]
+LrSchedule = Literal["constant", "cosine"]
+
+
+def _regex(value: str, field: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as error:
+        raise ValueError(f"{field} is not a valid regular expression ({error}). Received: {field}={value!r}") from None
     return value
-
-
-Number = Annotated[float, BeforeValidator(_yaml_number)]
-LearningRate = Annotated[float, BeforeValidator(_yaml_number), Field(gt=0, allow_inf_nan=False)]
 
 
 def _selector(value: Any) -> Any:
@@ -87,25 +118,51 @@ def _selector(value: Any) -> Any:
     return value
 
 
+def _selector_form(key: str, schema: dict, description: str) -> dict:
+    return {"type": "object", "properties": {key: {**schema, "description": description}}, "required": [key], "additionalProperties": False}
+
+
 Selector = Annotated[
     Any,
     BeforeValidator(_selector),
-    Field(
-        json_schema_extra={
+    WithJsonSchema(
+        {
             "anyOf": [
                 {"enum": ["all", "none"]},
-                {
-                    "type": "object",
-                    "properties": {"last": {"type": "integer", "minimum": 0}},
-                    "required": ["last"],
-                    "additionalProperties": False,
-                },
-                {"type": "object", "properties": {"until": {"type": "string"}}, "required": ["until"], "additionalProperties": False},
-                {"type": "object", "properties": {"match": {"type": "string"}}, "required": ["match"], "additionalProperties": False},
+                _selector_form("last", {"type": "integer", "minimum": 0}, "The last N selectable layers of the base."),
+                _selector_form("until", {"type": "string", "minLength": 1}, "Every layer after the one with this name."),
+                _selector_form("match", {"type": "string"}, "The layers whose name matches this regular expression."),
             ]
         }
     ),
 ]
+
+
+def _monitor(value: Any) -> Any:
+    if isinstance(value, str) and value not in MONITORS:
+        raise ValueError(paths.unknown_name("monitor", value, MONITORS))
+    return value
+
+
+Monitor = Annotated[Literal[MONITORS], BeforeValidator(_monitor)]
+
+
+def _named(what: str, choices: tuple[str, ...] | list[str]) -> Any:
+    """A name out of `choices`, refused with the nearest ones; the JSON Schema lists them all."""
+
+    def check(value: str) -> str:
+        if value not in choices:
+            raise ValueError(paths.unknown_name(what, value, choices))
+        return value
+
+    return Annotated[str, AfterValidator(check), WithJsonSchema({"type": "string", "enum": list(choices)})]
+
+
+def _dataset_path(value: str, info: ValidationInfo) -> str:
+    return paths.resolve_data(value, info.context)
+
+
+DatasetPath = Annotated[str, AfterValidator(_dataset_path)]
 
 
 class Section(BaseModel):
@@ -114,117 +171,108 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, validate_default=False)
 
 
-def _image_size(value: list[int]) -> list[int]:
-    if len(value) != 2 or min(value) < 8:
-        raise ValueError(f"must be [height, width], each at least 8. Received: {value!r}")
-    return value
-
-
-ImageSize = Annotated[list[int], AfterValidator(_image_size)]
-
-
-def _dataset_path(cls, value: str | None, info: ValidationInfo) -> str | None:
-    return None if value is None else paths.resolve_data(value, info.context)
-
-
-def _generator_name(cls, value: str | None, info: ValidationInfo) -> str | None:
-    if info.data.get("source") == "synthetic" and value is not None and value not in SYNTHETIC_GENERATORS:
-        raise ValueError(paths.unknown_name("synthetic generator", value, SYNTHETIC_GENERATORS))
-    return value
-
-
-def _check_source_fields(section) -> None:
-    """The fields a data or task source needs: a folder its path, TFDS and synthetic a name."""
-    if section.source == "folder" and section.path is None:
-        raise ValueError("a folder source needs path: a directory or .zip with one sub-folder per class")
-    if section.source in ("tfds", "synthetic") and section.name is None:
-        raise ValueError(f"a {section.source} source needs name")
-
-
-def _regex(value: str, field: str) -> str:
-    try:
-        re.compile(value)
-    except re.error as error:
-        raise ValueError(f"{field} is not a valid regular expression ({error}). Received: {field}={value!r}") from None
-    return value
+# ---------------------------------------------------------------- transfer data
 
 
 class Augment(Section):
     """Augmentation layers, active only in training (they live inside the model)."""
 
-    flip: Literal["none", "horizontal", "vertical", "horizontal_and_vertical"] = "none"
-    rotation: Annotated[Number, Field(ge=0, le=1)] = 0.0
-    zoom: Annotated[Number, Field(ge=0, lt=1)] = 0.0
-    translation: Annotated[Number, Field(ge=0, lt=1)] = 0.0
+    flip: Literal["none", "horizontal", "vertical", "horizontal_and_vertical"] = Field("none", description="Random flips.")
+    rotation: _number(ge=0, le=1) = Field(0.0, description="Largest random rotation, as a fraction of a full turn.")
+    zoom: _number(ge=0, lt=1) = Field(0.0, description="Largest random zoom in or out, as a fraction of the image size.")
+    translation: _number(ge=0, lt=1) = Field(0.0, description="Largest random shift, as a fraction of the image size.")
 
 
 class Splits(Section):
     """TFDS split strings."""
 
-    train: str = "train"
-    validation: str | None = None
-    test: str | None = None
+    train: str = Field("train", description='The TFDS split to train on, e.g. "train[:80%]".')
+    validation: str | None = Field(None, description="The TFDS split to validate on after each epoch; none: no validation.")
+    test: str | None = Field(None, description="The TFDS split to test the final model on; none: no test.")
 
 
-class Data(Section):
-    """Where the images of a transfer recipe come from."""
+class ImageData(Section):
+    """What every image source of a transfer recipe shares."""
 
-    source: Literal["tfds", "folder", "synthetic"]
-    name: str | None = None
-    path: str | None = None
-    data_dir: str | None = None
-    splits: Splits = Splits()
-    validation: Number = 0.2
-    test: Number = 0.0
-    per_class: Annotated[int, Field(ge=1)] | None = None
-    include: str | None = None
-    classes: Annotated[int, Field(ge=2)] = 10
-    first_class: Annotated[int, Field(ge=0)] = 0
-    samples: Annotated[int, Field(ge=2)] = 100
-    image_size: ImageSize = [160, 160]
-    channels: Literal[1, 3] = 3
-    batch_size: Annotated[int, Field(ge=1)] = 32
-    augment: Augment = Augment()
+    source: str = Field(description="Where the images come from.")
+    image_size: ImageSize = Field([160, 160])
+    channels: Channels = Field(3)
+    batch_size: Count = Field(32, description="Examples per training step.")
+    augment: Augment = Field(Augment(), description="Augmentation layers, active only in training.")
 
-    @field_validator("validation", "test")
-    @classmethod
-    def _check_fraction(cls, value: float) -> float:
-        return _fraction(value)
+
+class TfdsData(ImageData):
+    """A TensorFlow Datasets image classification dataset, split by TFDS split strings."""
+
+    source: Literal["tfds"] = Field(description="A TensorFlow Datasets dataset.")
+    name: str = Field(description="The TFDS dataset name, e.g. tf_flowers.")
+    data_dir: str | None = Field(None, description="Where TFDS keeps its data; none: the TFDS default.")
+    splits: Splits = Field(Splits(), description="Which TFDS splits train, validate and test.")
+
+
+class HeldOutData(ImageData):
+    """An in-memory source, split per class into train, validation and test."""
+
+    validation: Fraction = Field(0.2, description="Fraction of each class held out for validation.")
+    test: Fraction = Field(0.0, description="Fraction of each class held out for the final test.")
+    per_class: Count | None = Field(None, description="Training examples kept per class (few-shot); none: all that remain.")
+
+    @model_validator(mode="after")
+    def _check_fractions(self) -> HeldOutData:
+        if self.validation + self.test >= 1:
+            raise ValueError(f"validation + test must leave examples to train on. Received: validation={self.validation}, test={self.test}")
+        return self
+
+
+class FolderData(HeldOutData):
+    """A directory or .zip archive with one sub-folder of images per class."""
+
+    source: Literal["folder"] = Field(description="A directory or .zip archive, one sub-folder per class.")
+    path: DatasetPath = Field(
+        description="The directory or .zip; relative paths are looked up beside the recipe, then under the data root."
+    )
+    include: str | None = Field(None, description="Keep only the classes whose folder path matches this regular expression.")
 
     @field_validator("include")
     @classmethod
     def _check_include(cls, value: str | None) -> str | None:
         return None if value is None else _regex(value, "include")
 
-    _resolve_path = field_validator("path")(_dataset_path)
-    _check_generator = field_validator("name")(_generator_name)
 
-    @model_validator(mode="after")
-    def _check_source(self) -> Data:
-        _check_source_fields(self)
-        if self.include is not None and self.source != "folder":
-            raise ValueError(f"include selects class folders; it needs source: folder. Received: source={self.source}")
-        if self.validation + self.test >= 1:
-            raise ValueError(f"validation + test must leave examples to train on. Received: validation={self.validation}, test={self.test}")
-        return self
+class SyntheticData(HeldOutData):
+    """Images drawn by a generator, deterministic from the seed: no files needed."""
+
+    source: Literal["synthetic"] = Field(description="Images drawn by a generator from the seed.")
+    name: _named("synthetic generator", SYNTHETIC_GENERATORS) = Field(description="The generator, e.g. glyphs.")
+    classes: Annotated[int, Field(ge=2)] = Field(10, description="Number of classes drawn.")
+    first_class: Annotated[int, Field(ge=0)] = Field(0, description="Index of the first class drawn (other indices give other classes).")
+    samples: Annotated[int, Field(ge=2)] = Field(100, description="Examples drawn per class, before the split.")
 
 
-class Base(Section):
-    """The pretrained network the head goes on."""
+DataSection = Annotated[TfdsData | FolderData | SyntheticData, Field(discriminator="source")]
 
-    source: Literal["applications", "file", "run", "recipe", "hub", "builtin"]
-    name: str | None = None
-    weights: str = "imagenet"
-    path: str | None = None
-    layer: str | None = None
 
-    @field_validator("name")
-    @classmethod
-    def _check_name(cls, value: str | None, info: ValidationInfo) -> str | None:
-        choices = {"applications": APPLICATIONS, "builtin": BUILTIN_BASES}.get(info.data.get("source"))
-        if choices and value not in choices:
-            raise ValueError(paths.unknown_name(f"{info.data['source']} base", value, choices))
-        return value
+# ---------------------------------------------------------------- bases
+
+
+class BaseNetwork(Section):
+    """What every base shares."""
+
+    source: str = Field(description="Where the base network comes from.")
+
+
+class CutBase(BaseNetwork):
+    """A base that can be cut at one of its layers."""
+
+    layer: str | None = Field(None, description="Cut the base at this layer's output; none: use all of it.")
+
+
+class ApplicationsBase(CutBase):
+    """A keras.applications network, without its top."""
+
+    source: Literal["applications"] = Field(description="A keras.applications network.")
+    name: _named("applications base", APPLICATIONS) = Field(description="The keras.applications constructor, e.g. MobileNetV2.")
+    weights: str = Field("imagenet", description="imagenet (Keras downloads them once), none (random), or a path to a weights file.")
 
     @field_validator("weights")
     @classmethod
@@ -233,55 +281,116 @@ class Base(Section):
             return value
         return paths.resolve_file(value, info.context, what="weights file")
 
+
+class BuiltinBase(CutBase):
+    """One of the workbench's own small networks, from random weights."""
+
+    source: Literal["builtin"] = Field(description="A network of the workbench, from random weights.")
+    name: _named("builtin base", BUILTIN_BASES) = Field(description="The network, e.g. conv4.")
+    weights: Literal["none"] = Field("none", description="Always none: a built-in base starts from random weights.")
+
+
+class HubBase(BaseNetwork):
+    """A KerasHub backbone preset (needs keras-hub)."""
+
+    source: Literal["hub"] = Field(description="A KerasHub backbone preset.")
+    name: str = Field(description="The KerasHub preset, e.g. resnet_18_imagenet.")
+
+
+class FileBase(CutBase):
+    """A saved `.keras` model; its own backbone if it has one."""
+
+    source: Literal["file"] = Field(description="A saved .keras model.")
+    path: str = Field(description="The .keras file, relative to the recipe's folder.")
+
     @field_validator("path")
     @classmethod
-    def _resolve_path(cls, value: str | None, info: ValidationInfo) -> str | None:
-        source = info.data.get("source")
-        if value is None or source not in ("file", "run", "recipe"):
-            return value
-        return paths.resolve_model_path(source, value, info.context)
+    def _resolve_path(cls, value: str, info: ValidationInfo) -> str:
+        return paths.resolve_model_path("file", value, info.context)
 
-    @model_validator(mode="after")
-    def _check_source(self) -> Base:
-        if self.source in ("applications", "builtin", "hub") and self.name is None:
-            raise ValueError(f"an {self.source} base needs name")
-        if self.source in ("file", "run", "recipe") and self.path is None:
-            raise ValueError(f"a {self.source} base needs path")
-        return self
+
+class RunBase(CutBase):
+    """The model of a finished run."""
+
+    source: Literal["run"] = Field(description="The model of a finished run directory.")
+    path: str = Field(description="The run directory, relative to the recipe's folder.")
+
+    @field_validator("path")
+    @classmethod
+    def _resolve_path(cls, value: str, info: ValidationInfo) -> str:
+        return paths.resolve_model_path("run", value, info.context)
+
+
+class RecipeBase(CutBase):
+    """The model that another recipe trains: its run is reused when one has finished, else run first."""
+
+    source: Literal["recipe"] = Field(description="The model another recipe trains.")
+    path: str = Field(description="The recipe file, relative to this recipe's folder.")
+
+    @field_validator("path")
+    @classmethod
+    def _resolve_path(cls, value: str, info: ValidationInfo) -> str:
+        return paths.resolve_model_path("recipe", value, info.context)
+
+
+BaseSection = Annotated[
+    ApplicationsBase | FileBase | RunBase | RecipeBase | HubBase | BuiltinBase,
+    Field(discriminator="source"),
+]
+
+
+def _check_rgb(base: BaseNetwork, channels: int, field: str) -> None:
+    if base.source in ("applications", "hub") and channels != 3:
+        raise ValueError(f"{base.source} bases take RGB images; set {field}: 3. Received: channels={channels}")
 
 
 class Freeze(Section):
-    layers: Selector = "all"
-    batchnorm: Literal["frozen", "train"] = "frozen"
+    """Which base layers train, and how its BatchNorm layers behave."""
+
+    layers: Selector = Field("all", description="Base layers frozen: all | none | {last: N} | {until: layer} | {match: regex}.")
+    batchnorm: Literal["frozen", "train"] = Field(
+        "frozen", description="frozen: inference mode, statistics never change; train: BatchNorm of unfrozen layers trains."
+    )
 
 
-class Head(Section):
-    units: list[Annotated[int, Field(ge=1)]] = []
-    activation: Literal["relu", "gelu", "swish", "tanh", "elu", "selu", "sigmoid", "linear"] = "relu"
-    dropout: Annotated[Number, Field(ge=0, lt=1)] = 0.0
-    classes: Annotated[int, Field(ge=2)] | None = None
+class DenseHead(Section):
+    """Hidden Dense layers between the base and the output layer."""
+
+    units: list[Count] = Field([], description="Units of each hidden Dense layer, in order; []: the output layer alone.")
+    activation: Literal["relu", "gelu", "swish", "tanh", "elu", "selu", "sigmoid", "linear"] = Field(
+        "relu", description="Activation of the hidden layers."
+    )
+
+
+class ClassifierHead(DenseHead):
+    """The classifier a transfer recipe puts on its base."""
+
+    dropout: Fraction = Field(0.0, description="Dropout rate after each hidden layer (or after the base when there is none).")
+    classes: Annotated[int, Field(ge=2)] | None = Field(None, description="Output classes; none: the number of classes in the data.")
 
 
 class EarlyStopping(Section):
-    monitor: str = "val_loss"
-    patience: Annotated[int, Field(ge=0)] = 3
-    min_delta: Annotated[Number, Field(ge=0)] = 0.0
+    """Stop a phase when its monitor stops improving."""
+
+    monitor: Monitor = Field("val_loss", description="The logged value watched: loss, accuracy, val_loss or val_accuracy.")
+    patience: Annotated[int, Field(ge=0)] = Field(3, description="Epochs without improvement before the phase stops.")
+    min_delta: _number(ge=0) = Field(0.0, description="Smallest change that counts as an improvement.")
 
 
 class Phase(Section):
     """One compile + fit of the fine-tune schedule."""
 
-    name: str
-    epochs: Annotated[int, Field(ge=1)]
-    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
-    learning_rate: LearningRate = 1.0e-3
-    lr_schedule: Literal["constant", "cosine"] = "constant"
-    warmup_epochs: Annotated[Number, Field(ge=0)] = 0.0
-    momentum: Annotated[Number, Field(ge=0, lt=1)] = 0.9
-    weight_decay: Annotated[Number, Field(ge=0)] = 0.004
-    unfreeze: Selector | None = None
-    early_stopping: EarlyStopping | None = None
-    monitor: str = "val_accuracy"
+    name: str | None = Field(None, description="Names the phase in logs and histories; default: phase-1, phase-2, ... by position.")
+    epochs: Count = Field(description="Epochs of this phase.")
+    optimizer: Optimizer = Field("adam", description="The optimizer, compiled anew for the phase.")
+    learning_rate: LearningRate = Field(1.0e-3, description="Peak learning rate.")
+    lr_schedule: LrSchedule = Field("constant", description="constant, or cosine decay over the phase.")
+    warmup_epochs: _number(ge=0) = Field(0.0, description="Epochs of linear warm-up to the learning rate; fewer than epochs.")
+    momentum: _number(ge=0, lt=1) = Field(0.9, description="Momentum of sgd.")
+    weight_decay: _number(ge=0) = Field(0.004, description="Decoupled weight decay of adamw.")
+    unfreeze: Selector | None = Field(None, description="Base layers made trainable from this phase on; same selectors as freeze.layers.")
+    early_stopping: EarlyStopping | None = Field(None, description="Stop the phase early; none: train every epoch.")
+    monitor: Monitor = Field("val_accuracy", description="The phase keeps the weights of its best epoch by this logged value.")
 
     @model_validator(mode="after")
     def _check_warmup(self) -> Phase:
@@ -289,6 +398,8 @@ class Phase(Section):
             raise ValueError(f"warmup_epochs must be fewer than epochs. Received: warmup_epochs={self.warmup_epochs}, epochs={self.epochs}")
         return self
 
+
+# ---------------------------------------------------------------- both kinds
 
 DEVICE_NAME = re.compile(r"^/?(?:device:)?(CPU|GPU):(\d+)$", re.IGNORECASE)
 
@@ -307,8 +418,12 @@ def _device_names(value: list[str]) -> list[str]:
 class Distribute(Section):
     """Where training runs: one device, the local devices (mirrored), or several machines (multi_worker)."""
 
-    strategy: Literal["default", "mirrored", "multi_worker"] = "default"
-    devices: Annotated[list[str], Field(min_length=1), AfterValidator(_device_names)] | None = None
+    strategy: Literal["default", "mirrored", "multi_worker"] = Field(
+        "default", description="default: one device; mirrored: the local devices; multi_worker: several machines (TF_CONFIG)."
+    )
+    devices: Annotated[list[str], Field(min_length=1), AfterValidator(_device_names)] | None = Field(
+        None, description="mirrored only: the local devices, e.g. [/gpu:0, /gpu:1]; none: all of them."
+    )
 
     @model_validator(mode="after")
     def _check_devices(self) -> Distribute:
@@ -320,102 +435,177 @@ class Distribute(Section):
         return self
 
 
-class RecipeBase(Section):
-    name: str | None = None
-    seed: int = 1337
-    jit_compile: Literal["auto"] | bool = "auto"  # XLA; auto: on GPUs, and on CPU for nets without convolutions
-    distribute: Distribute = Distribute()
+class RecipeFields(Section):
+    """The fields of both recipe kinds."""
+
+    name: str | None = Field(None, description="Names the run; default: the recipe's file name.")
+    seed: int = Field(1337, description="Seeds every random choice: runs are deterministic for a given seed.")
+    jit_compile: Literal["auto"] | bool = Field("auto", description="XLA; auto: on GPUs, and on CPU for nets without convolutions.")
+    distribute: Distribute = Field(Distribute(), description="Where training runs.")
 
     @model_validator(mode="after")
-    def _default_name(self, info: ValidationInfo) -> RecipeBase:
+    def _default_name(self, info: ValidationInfo) -> RecipeFields:
         if self.name is None:
             self.name = (info.context or {}).get("default_name", self.kind)
         return self
 
 
-class TransferRecipe(RecipeBase):
+class TransferRecipe(RecipeFields):
     """Pretrained base + freezing + dense head + phased fine-tuning."""
 
-    kind: Literal["transfer"]
-    data: Data
-    base: Base
-    freeze: Freeze = Freeze()
-    head: Head = Head()
-    schedule: Annotated[list[Phase], Field(min_length=1)]
-    baseline: Literal["none", "scratch"] = "none"
+    kind: Literal["transfer"] = Field(description="transfer: fine-tune a pretrained base with a new head.")
+    data: DataSection = Field(description="Where the images come from: source tfds | folder | synthetic.")
+    base: BaseSection = Field(description="The pretrained network: source applications | file | run | recipe | hub | builtin.")
+    freeze: Freeze = Field(Freeze(), description="Which base layers are frozen at the start.")
+    head: ClassifierHead = Field(ClassifierHead(), description="The new classifier on the base.")
+    schedule: Annotated[list[Phase], Field(min_length=1)] = Field(description="Phases run in order, each its own compile + fit.")
+    baseline: Literal["none", "scratch"] = Field(
+        "none", description="scratch: also train the same network from random weights, to compare."
+    )
 
     @model_validator(mode="after")
     def _check_channels(self) -> TransferRecipe:
-        if self.base.source in ("applications", "hub") and self.data.channels != 3:
-            raise ValueError(f"{self.base.source} bases take RGB images; set data.channels: 3. Received: channels={self.data.channels}")
+        _check_rgb(self.base, self.data.channels, "data.channels")
+        return self
+
+    @model_validator(mode="after")
+    def _default_phase_names(self) -> TransferRecipe:
+        for position, phase in enumerate(self.schedule, start=1):
+            if phase.name is None:
+                phase.name = f"phase-{position}"
         return self
 
 
-class Tasks(Section):
-    """The distribution of few-shot tasks of a meta recipe."""
+# ---------------------------------------------------------------- meta tasks
 
-    source: Literal["sinusoid", "folder", "tfds", "synthetic"]
-    name: str | None = None
-    path: str | None = None
-    data_dir: str | None = None
-    split: str = "train"
-    ways: Annotated[int, Field(ge=2)] = 5
-    shots: Annotated[int, Field(ge=1)] = 1
-    queries: Annotated[int, Field(ge=1)] = 15
-    validation: Number | str = 0.1
-    test: Number | str = 0.2
-    classes: Annotated[int, Field(ge=2)] = 200
-    samples: Annotated[int, Field(ge=2)] = 20
-    image_size: ImageSize = [28, 28]
-    channels: Literal[1, 3] = 1
-    rotations: list[Literal[0, 90, 180, 270]] = [0]
 
-    _resolve_path = field_validator("path")(_dataset_path)
-    _check_generator = field_validator("name")(_generator_name)
+class TaskShape(Section):
+    """What every task source shares: examples per task."""
+
+    source: str = Field(description="Where the tasks come from.")
+    shots: Count = Field(1, description="Support (training) examples per class, or per task for regression.")
+    queries: Count = Field(15, description="Query (evaluation) examples per class, or per task for regression.")
+
+
+class SinusoidTaskSource(TaskShape):
+    """Regression of sinusoids of random amplitude and phase (Finn et al. 2017)."""
+
+    source: Literal["sinusoid"] = Field(description="Sinusoid regression tasks.")
+
+
+META_VALIDATION, META_TEST = 0.1, 0.2  # fractions of the classes; folder sources may name other folders instead
+
+
+class ImageTaskSource(TaskShape):
+    """N-way classification tasks from the classes of an image source."""
+
+    ways: Annotated[int, Field(ge=2)] = Field(5, description="Classes per task.")
+    image_size: ImageSize = Field([28, 28])
+    channels: Channels = Field(1)
+    rotations: list[Literal[0, 90, 180, 270]] = Field([0], description="Each rotation of a class is a new class, e.g. [0, 90, 180, 270].")
+    validation: Fraction = Field(META_VALIDATION, description="Fraction of the classes kept for meta-validation.")
+    test: Fraction = Field(META_TEST, description="Fraction of the classes kept for meta-testing.")
+
+
+class FolderTaskSource(ImageTaskSource):
+    """Classes of a directory or .zip archive; nested class folders (alphabet/character) allowed."""
+
+    source: Literal["folder"] = Field(description="A directory or .zip archive of class folders.")
+    path: DatasetPath = Field(
+        description="The directory or .zip; relative paths are looked up beside the recipe, then under the data root."
+    )
+    validation: Fraction | str = Field(
+        META_VALIDATION, description="Meta-validation classes: a fraction of path's classes, or another directory or .zip."
+    )
+    test: Fraction | str = Field(META_TEST, description="Meta-test classes: a fraction of path's classes, or another directory or .zip.")
 
     @field_validator("validation", "test", mode="before")
     @classmethod
-    def _fraction_or_path(cls, value: Any, info: ValidationInfo) -> Any:
+    def _resolve_other_folder(cls, value: Any, info: ValidationInfo) -> Any:
         value = _yaml_number(value)
-        if isinstance(value, str):
-            return paths.resolve_data(value, info.context)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return _fraction(float(value))
-        return value
-
-    @model_validator(mode="after")
-    def _check_source(self) -> Tasks:
-        _check_source_fields(self)
-        return self
+        return paths.resolve_data(value, info.context) if isinstance(value, str) else value
 
 
-class MetaModel(Section):
-    """A built-in net, or base/freeze/head exactly as in a transfer recipe."""
+class TfdsTaskSource(ImageTaskSource):
+    """Classes of a TensorFlow Datasets dataset."""
 
-    builtin: Literal["mlp", "conv4"] | None = None
-    base: Base | None = None
-    freeze: Freeze = Freeze()
-    head: Head = Head()
-
-    @model_validator(mode="after")
-    def _one_kind(self) -> MetaModel:
-        if (self.builtin is None) == (self.base is None):
-            raise ValueError("give either builtin (mlp | conv4) or base (with optional freeze and head)")
-        return self
+    source: Literal["tfds"] = Field(description="A TensorFlow Datasets dataset.")
+    name: str = Field(description="The TFDS dataset name, e.g. omniglot.")
+    split: str = Field("train", description="The TFDS split whose classes are used.")
+    data_dir: str | None = Field(None, description="Where TFDS keeps its data; none: the TFDS default.")
 
 
-DEFAULT_MULTI_STEP_ANNEAL = 5000  # outer iterations, as in MetaLearner
+class SyntheticTaskSource(ImageTaskSource):
+    """Classes drawn by a generator, deterministic from the seed."""
+
+    source: Literal["synthetic"] = Field(description="Classes drawn by a generator from the seed.")
+    name: _named("synthetic generator", SYNTHETIC_GENERATORS) = Field(description="The generator, e.g. glyphs.")
+    classes: Annotated[int, Field(ge=2)] = Field(200, description="Number of classes drawn, before the split.")
+    samples: Annotated[int, Field(ge=2)] = Field(20, description="Examples drawn per class.")
+
+
+TasksSection = Annotated[SinusoidTaskSource | FolderTaskSource | TfdsTaskSource | SyntheticTaskSource, Field(discriminator="source")]
+
+
+# ---------------------------------------------------------------- meta model
+
+
+class BuiltinNet(Section):
+    """A network of the workbench, from random weights."""
+
+    builtin: Literal["mlp", "conv4"] = Field(description="mlp (1-40-40-1, regression) or conv4 (four conv blocks, images).")
+
+    @property
+    def base(self) -> None:
+        """None: a built-in net has no base, so `model.base` reads the same on both model kinds."""
+        return None
+
+
+class PretrainedNet(Section):
+    """A base with a dense head, as in a transfer recipe; the head's output layer has one unit per way."""
+
+    base: BaseSection = Field(description="The pretrained network: source applications | file | run | recipe | hub | builtin.")
+    freeze: Freeze = Field(Freeze(), description="Which base layers are frozen.")
+    head: DenseHead = Field(DenseHead(), description="Hidden Dense layers before the output layer.")
+
+    @property
+    def builtin(self) -> None:
+        """None: a pretrained base is no built-in net, so `model.builtin` reads the same on both model kinds."""
+        return None
+
+
+MODEL_KINDS = "give either builtin (mlp | conv4) or base (with optional freeze and head), not both"
+
+
+def _model_kind(value: Any) -> str | None:
+    if isinstance(value, BuiltinNet | PretrainedNet):
+        return "builtin net" if isinstance(value, BuiltinNet) else "pretrained base"
+    if isinstance(value, dict) and ("builtin" in value) != ("base" in value):
+        return "builtin net" if "builtin" in value else "pretrained base"
+    return None
+
+
+MetaModel = Annotated[
+    Annotated[BuiltinNet, Tag("builtin net")] | Annotated[PretrainedNet, Tag("pretrained base")],
+    Discriminator(_model_kind, custom_error_type="model_kind", custom_error_message=MODEL_KINDS),
+]
+
+
+# ---------------------------------------------------------------- meta training
 
 
 class Inner(Section):
-    steps: Annotated[int, Field(ge=1)] = 1
-    learning_rate: LearningRate = 0.4
-    first_order: bool = False
-    multi_step_loss: bool = False
-    # Outer iterations over which the multi-step loss moves its weight from
-    # uniform to the last step (MAML++); null keeps it uniform throughout.
-    multi_step_anneal: Annotated[int, Field(ge=1)] | None = DEFAULT_MULTI_STEP_ANNEAL
-    learn_rates: bool = False
+    """The inner loop: adapting to one task."""
+
+    steps: Count = Field(1, description="Gradient steps on a task's support set in meta-training.")
+    learning_rate: LearningRate = Field(0.4, description="Step size of the inner steps.")
+    first_order: bool = Field(False, description="Drop second derivatives in the meta-gradient (fomaml does so always).")
+    multi_step_loss: bool = Field(False, description="MAML++: the meta-loss weighs the query loss after every inner step.")
+    multi_step_anneal: Count | None = Field(
+        DEFAULT_MULTI_STEP_ANNEAL,
+        description="Outer iterations over which the multi-step loss moves its weight from uniform to the last step; none keeps it uniform.",
+    )
+    learn_rates: bool = Field(False, description="MAML++: learn a step size per layer and step.")
 
     @model_validator(mode="after")
     def _anneal_needs_multi_step_loss(self) -> Inner:
@@ -427,11 +617,13 @@ class Inner(Section):
 
 
 class Outer(Section):
-    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
-    learning_rate: LearningRate = 1.0e-3
-    lr_schedule: Literal["constant", "cosine"] = "constant"
-    meta_batch_size: Annotated[int, Field(ge=1)] = 32
-    iterations: Annotated[int, Field(ge=1)] = 60000
+    """The outer loop: updating the initialisation over meta-batches of tasks."""
+
+    optimizer: Optimizer = Field("adam", description="The meta-optimizer.")
+    learning_rate: LearningRate = Field(1.0e-3, description="Peak meta learning rate.")
+    lr_schedule: LrSchedule = Field("constant", description="constant, or cosine decay over the iterations.")
+    meta_batch_size: Count = Field(32, description="Tasks per outer iteration.")
+    iterations: Count = Field(60000, description="Outer iterations.")
 
 
 def _step_list(value: Any) -> Any:
@@ -439,22 +631,28 @@ def _step_list(value: Any) -> Any:
 
 
 class Evaluation(Section):
-    tasks: Annotated[int, Field(ge=1)] = 600
-    steps: Annotated[list[Annotated[int, Field(ge=0)]], BeforeValidator(_step_list), Field(min_length=1)] = [1]
-    every: Annotated[int, Field(ge=1)] = 1000
-    validation_tasks: Annotated[int, Field(ge=1)] = 100
+    """Meta-validation during training and the final meta-test."""
+
+    tasks: Count = Field(600, description="Meta-test tasks, fixed by the seed.")
+    steps: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1), BeforeValidator(_step_list)] = Field(
+        [1], description="Inner steps after which the meta-test is reported: one count or a list."
+    )
+    every: Count = Field(1000, description="Meta-validate every this many outer iterations and keep the best.")
+    validation_tasks: Count = Field(100, description="Meta-validation tasks, fixed by the seed.")
 
 
-class MetaRecipe(RecipeBase):
+class MetaRecipe(RecipeFields):
     """Meta-learning (MAML family, Reptile) over a distribution of few-shot tasks."""
 
-    kind: Literal["meta"]
-    algorithm: Literal["maml", "fomaml", "anil", "metasgd", "reptile", "pretrain"] = "maml"
-    tasks: Tasks
-    model: MetaModel
-    inner: Inner = Inner()
-    outer: Outer = Outer()
-    evaluation: Evaluation = Evaluation()
+    kind: Literal["meta"] = Field(description="meta: learn an initialisation that adapts to new tasks in a few steps.")
+    algorithm: Literal["maml", "fomaml", "anil", "metasgd", "reptile", "pretrain"] = Field(
+        "maml", description="maml | fomaml | anil | metasgd | reptile; pretrain: joint training, the transfer baseline (regression)."
+    )
+    tasks: TasksSection = Field(description="The few-shot tasks: source sinusoid | folder | tfds | synthetic.")
+    model: MetaModel = Field(description="{builtin: mlp | conv4}, or base/freeze/head as in a transfer recipe.")
+    inner: Inner = Field(Inner(), description="The inner loop.")
+    outer: Outer = Field(Outer(), description="The outer loop.")
+    evaluation: Evaluation = Field(Evaluation(), description="Meta-validation and meta-test.")
 
     @model_validator(mode="after")
     def _check_model(self) -> MetaRecipe:
@@ -463,6 +661,8 @@ class MetaRecipe(RecipeBase):
             raise ValueError("sinusoid tasks need model: {builtin: mlp}")
         if not regression and self.model.builtin == "mlp":
             raise ValueError("image tasks need a convolutional model: builtin: conv4, or a base")
+        if self.model.base is not None:
+            _check_rgb(self.model.base, self.tasks.channels, "tasks.channels")
         if self.algorithm == "pretrain" and not regression:
             raise ValueError(
                 "algorithm pretrain (joint training, then fine-tuning) needs regression tasks; for images, use a transfer recipe as the baseline"
@@ -479,3 +679,20 @@ class MetaRecipe(RecipeBase):
 
 Recipe = Annotated[TransferRecipe | MetaRecipe, Field(discriminator="kind")]
 RECIPE_KINDS = {"transfer": TransferRecipe, "meta": MetaRecipe}
+
+_SECTIONS = {"data": TypeAdapter(DataSection), "base": TypeAdapter(BaseSection), "tasks": TypeAdapter(TasksSection)}
+
+
+def Data(**fields: Any) -> Section:
+    """A transfer recipe's `data` section: the model of `fields["source"]`, validated."""
+    return _SECTIONS["data"].validate_python(fields)
+
+
+def Base(**fields: Any) -> Section:
+    """A `base` section: the model of `fields["source"]`, validated."""
+    return _SECTIONS["base"].validate_python(fields)
+
+
+def Tasks(**fields: Any) -> Section:
+    """A meta recipe's `tasks` section: the model of `fields["source"]`, validated."""
+    return _SECTIONS["tasks"].validate_python(fields)

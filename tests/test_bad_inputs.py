@@ -2,6 +2,9 @@
 
 import hashlib
 import json
+import re
+import subprocess
+import sys
 import zipfile
 
 import keras
@@ -111,9 +114,29 @@ def test_an_empty_folder_is_a_clear_error(tmp_path, runs_dir):
     assert result.exit_code == 2 and "The dataset is empty" in result.output
 
 
+def _plan(tmp_path, text, *overrides):
+    """`workbench validate --plan` on a recipe; returns its path and the result."""
+    recipe = tmp_path / "plan.yaml"
+    recipe.write_text(text)
+    result = CliRunner().invoke(
+        main, ["validate", "--plan", str(recipe), *(part for assignment in overrides for part in ("--set", assignment))]
+    )
+    assert "Traceback" not in result.output and ": ok (" not in result.output
+    return recipe, result
+
+
 def test_fewer_classes_than_ways_is_a_clear_error(tmp_path, runs_dir):
     _images(tmp_path / "data", [f"c{i}" for i in range(8)], 6)
-    result = _run(tmp_path, runs_dir, META.format(path=tmp_path / "data", ways=5))
+    text = META.format(path=tmp_path / "data", ways=5)
+    recipe, planned = _plan(tmp_path, text)
+    assert planned.exit_code == 2
+    assert re.fullmatch(
+        rf"{re.escape(str(recipe))}:2:\d+: tasks.ways: meta-train: 5-way tasks need at least 5 classes, but there are 4\. .*\n",
+        planned.output,
+    )
+    _, overridden = _plan(tmp_path, text.replace("ways: 5", "ways: 2"), "tasks.ways=5")
+    assert overridden.exit_code == 2 and overridden.output.startswith("--set tasks.ways=5: tasks.ways: meta-train: 5-way tasks")
+    result = _run(tmp_path, runs_dir, text)
     assert result.exit_code == 2 and "5-way tasks need at least 5 classes" in result.output
 
 
@@ -121,8 +144,76 @@ def test_a_class_with_fewer_images_than_shots_and_queries_is_named(tmp_path, run
     _images(tmp_path / "data", [f"c{i}" for i in range(12)], 6)
     for extra in sorted((tmp_path / "data" / "c3").iterdir())[2:]:
         extra.unlink()
-    result = _run(tmp_path, runs_dir, META.format(path=tmp_path / "data", ways=2))
+    text = META.format(path=tmp_path / "data", ways=2)
+    recipe, planned = _plan(tmp_path, text)
+    assert planned.exit_code == 2
+    assert re.fullmatch(
+        rf"{re.escape(str(recipe))}:2:\d+: tasks.shots: Class 'c3' has 2 images \(meta-\w+\), .*shots \+ queries = 4 .*\n", planned.output
+    )
+    result = _run(tmp_path, runs_dir, text)
     assert result.exit_code == 2 and "'c3' has 2 images" in result.output and "shots + queries = 4" in result.output
+
+
+def test_a_class_too_small_for_the_held_out_fraction_is_named_by_plan_and_run(tmp_path, runs_dir):
+    _images(tmp_path / "data", ["alpha", "beta", "gamma"], 4)
+    for extra in sorted((tmp_path / "data" / "beta").iterdir())[1:]:
+        extra.unlink()
+    text = TRANSFER.format(path=tmp_path / "data", base="builtin, name: conv4")
+    recipe, planned = _plan(tmp_path, text)
+    message = "Class 'beta' has 1 image, too few to hold out validation=0.25 and test=0 and keep one to train on"
+    assert planned.exit_code == 2 and planned.output.startswith(f"{recipe}:2:") and f": data.validation: {message}" in planned.output
+    result = _run(tmp_path, runs_dir, text)
+    assert result.exit_code == 2 and message in result.output
+
+
+@pytest.mark.parametrize("kind", ["transfer", "meta"])
+def test_data_with_one_class_is_refused_by_plan_and_run(tmp_path, runs_dir, kind):
+    _images(tmp_path / "data", ["only"], 8)
+    if kind == "transfer":
+        text = TRANSFER.format(path=tmp_path / "data", base="builtin, name: conv4")
+    else:
+        text = META.format(path=tmp_path / "data", ways=2)
+    field = "data.path" if kind == "transfer" else "tasks.path"
+    message = "The data hold 1 class ('only'), but a classifier needs at least 2 to tell apart"
+    recipe, planned = _plan(tmp_path, text)
+    assert planned.exit_code == 2 and re.match(rf"{re.escape(str(recipe))}:2:\d+: {field}: {re.escape(message)}", planned.output)
+    result = _run(tmp_path, runs_dir, text)
+    assert result.exit_code == 2 and message in result.output
+
+
+def test_a_base_that_cannot_take_the_image_size_is_placed_at_its_field(tmp_path):
+    text = """\
+kind: transfer
+data: {source: synthetic, name: glyphs, classes: 3, samples: 4, image_size: [28, 28], channels: 3}
+base: {source: applications, name: InceptionV3, weights: none}
+schedule: [{name: head, epochs: 1}]
+"""
+    recipe, planned = _plan(tmp_path, text)
+    assert planned.exit_code == 2
+    assert re.fullmatch(rf"{re.escape(str(recipe))}:3:\d+: base.name: keras.applications.InceptionV3 cannot be built .*\n", planned.output)
+
+
+def test_plan_checks_the_data_without_tensorflow(tmp_path):
+    _images(tmp_path / "data", ["alpha", "beta"], 4)
+    for extra in sorted((tmp_path / "data" / "beta").iterdir())[1:]:
+        extra.unlink()
+    transfer = tmp_path / "transfer.yaml"
+    transfer.write_text(TRANSFER.format(path=tmp_path / "data", base="builtin, name: conv4"))
+    meta = tmp_path / "meta.yaml"
+    meta.write_text(META.format(path=tmp_path / "data", ways=2))
+    script = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from workbench.cli import main\n"
+        f"result = CliRunner().invoke(main, ['validate', '--plan', {str(transfer)!r}, {str(meta)!r}])\n"
+        "print(result.exit_code, 'tensorflow' in sys.modules, 'keras' in sys.modules)\n"
+        "print(result.output)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    status, output = done.stdout.split("\n", 1)
+    assert status == "2 False False", done.stdout + done.stderr
+    assert f"{transfer}:2:" in output and "data.validation: Class 'beta' has 1 image" in output
+    assert f"{meta}:2:" in output and "tasks.path: Splitting classes" in output
 
 
 def test_corrupt_images_and_mixed_modes_and_sizes_are_handled_and_counted(tmp_path, runs_dir, caplog):
@@ -131,7 +222,8 @@ def test_corrupt_images_and_mixed_modes_and_sizes_are_handled_and_counted(tmp_pa
     with caplog.at_level("WARNING"):
         result = _run(tmp_path, runs_dir, TRANSFER.format(path=tmp_path / "data", base="builtin, name: conv4, weights: none"))
     assert result.exit_code == 0, result.output
-    assert "skipped 1 unreadable image files" in caplog.text and "broken.png" in caplog.text
+    assert "skipped 1 unreadable image file in " in caplog.text and "b/broken.png: not an image format Pillow can read" in caplog.text
+    assert "BytesIO" not in caplog.text
 
 
 def test_an_output_folder_that_cannot_be_written_is_reported_before_training(tmp_path):

@@ -92,3 +92,31 @@ def test_hub_base_without_keras_hub_is_a_clear_error():
             build_backbone(Base(source="hub", name="resnet_18_imagenet"), (32, 32, 3))
     else:
         pytest.skip("keras-hub is installed")
+
+
+def test_a_folder_with_one_class_is_refused(tmp_path):
+    _write_folder(tmp_path / "set", ["only"], per_class=6)
+    data = Data(source="folder", path=str(tmp_path / "set"), image_size=[16, 16], validation=0.25)
+    with pytest.raises(DataError, match=r"The data hold 1 class \('only'\), but a classifier needs at least 2") as caught:
+        load_image_splits(data, seed=0)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_class_too_small_to_split_is_named_by_its_folder(tmp_path):
+    _write_folder(tmp_path / "set", ["greek/alpha", "greek/beta", "latin/a"], per_class=4)
+    for extra in sorted((tmp_path / "set" / "greek" / "beta").iterdir())[1:]:
+        extra.unlink()
+    data = Data(source="folder", path=str(tmp_path / "set"), image_size=[16, 16], validation=0.25)
+    with pytest.raises(DataError, match=r"Class 'greek/beta' has 1 image, too few .* each class needs at least 2"):
+        load_image_splits(data, seed=0)
+
+
+def test_the_warning_about_a_damaged_file_names_it_and_says_why(tmp_path, caplog):
+    _write_folder(tmp_path / "set", ["a", "b"], per_class=4)
+    (tmp_path / "set" / "b" / "broken.png").write_bytes(b"\x89PNG but not really")
+    data = Data(source="folder", path=str(tmp_path / "set"), image_size=[16, 16], validation=0.25)
+    with caplog.at_level("WARNING"):
+        splits = load_image_splits(data, seed=0)
+    assert sum(splits.counts.values()) == 8
+    assert f"skipped 1 unreadable image file in {tmp_path / 'set'}: b/broken.png: not an image format Pillow can read" in caplog.text
+    assert "BytesIO" not in caplog.text

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from workbench.data.episodes import EpisodeSampler, rotate_classes, split_classes
+from workbench.data.episodes import EpisodeSampler, check_class_sizes, check_ways, rotate_classes, split_classes
 from workbench.data.glyphs import draw_glyphs
 from workbench.data.images import ImageFolder
 from workbench.errors import DataError
@@ -216,6 +216,15 @@ def test_sampler_errors_name_the_problem():
         sampler.sample(0)
     with pytest.raises(DataError, match="count"):
         sampler.fixed_tasks(0)
+
+
+def test_class_checks_name_the_split_and_serve_listings_too():
+    with pytest.raises(DataError, match="^meta-test: 5-way tasks need at least 5 classes, but there are 3"):
+        EpisodeSampler(tagged_classes([9, 9, 9]), ways=5, shots=1, queries=1, split="meta-test")
+    with pytest.raises(DataError, match=r"^Class 'b' has 3 images \(meta-train\), but 1-shot tasks with 3 queries"):
+        check_class_sizes({"a": 9, "b": 3, "c": 2}, shots=1, queries=3, split="meta-train")
+    check_ways(5, ways=5)
+    check_class_sizes({"a": 4}, shots=1, queries=3)
 
 
 def test_glyph_episodes():

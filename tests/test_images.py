@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from workbench.data.images import ImageFolder, load_image
+from workbench.data.images import ImageFolder, convert_pixels, load_image
 from workbench.errors import DataError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,7 +71,10 @@ def test_load_converts_every_mode_and_reports_the_corrupt_file(tree):
     np.testing.assert_array_equal(loaded.labels, [0, 0, 1, 1, 1, 2])
     assert loaded.stats.loaded == 6
     assert loaded.stats.skipped == 1
-    assert loaded.stats.skipped_files[0].startswith("Beta/char1/g_corrupt.png: ")
+    # The file's name and why, not Pillow's `<_io.BytesIO object at 0x...>`.
+    assert loaded.stats.skipped_files == (
+        "Beta/char1/g_corrupt.png: not an image format Pillow can read (a damaged file, or not an image)",
+    )
     gray, red, clear, half, palette, sixteen = (int(image.mean()) for image in loaded.images)
     assert gray == 100
     assert red == 76  # ITU-R 601 luminance of pure red
@@ -134,6 +137,19 @@ def test_hidden_and_macos_metadata_files_are_ignored(tree, tmp_path):
     assert ImageFolder.open(archive).classes == ("Alpha/char1", "Alpha/char2", "Beta/char1")
 
 
+def test_counts_lists_files_per_class_without_decoding(tree):
+    folder = ImageFolder.open(tree)
+    assert folder.counts() == {"Alpha/char1": 2, "Alpha/char2": 3, "Beta/char1": 2}  # the corrupt file counts too
+    assert folder.counts(["Beta/char1", "Alpha/char1"]) == {"Beta/char1": 2, "Alpha/char1": 2}
+
+
+def test_decoded_arrays_convert_exactly_as_files(tree):
+    for name in ("Alpha/char1/b_red.png", "Alpha/char2/d_half.png", "Alpha/char2/e_palette.GIF"):
+        pixels = np.asarray(Image.open(tree / name).convert("RGBA"))
+        for channels in (1, 3):
+            np.testing.assert_array_equal(convert_pixels(pixels, (5, 3), channels), load_image(tree / name, (5, 3), channels))
+
+
 def test_load_image(tree):
     image = load_image(tree / "Alpha" / "char1" / "b_red.png", (6, 4), channels=3)
     assert image.shape == (6, 4, 3)
@@ -144,8 +160,9 @@ def test_load_image(tree):
 def test_load_image_errors(tree):
     with pytest.raises(DataError, match="No such image file"):
         load_image(tree / "missing.png", (4, 4))
-    with pytest.raises(DataError, match="Cannot decode"):
+    with pytest.raises(DataError, match="Cannot decode the image \\(not an image format Pillow can read") as caught:
         load_image(tree / "Beta" / "char1" / "g_corrupt.png", (4, 4))
+    assert "BytesIO" not in str(caught.value) and "g_corrupt.png" in str(caught.value)
     with pytest.raises(DataError, match="channels"):
         load_image(tree / "Alpha" / "char1" / "b_red.png", (4, 4), channels=4)
 

@@ -1,28 +1,107 @@
 """`workbench validate --plan`: what each phase will train, before anything trains.
 
-The model is built with no pretrained weights (a `source: recipe` base is built
-from its recipe, not run), so the plan is quick and needs no downloads.
+First the data are checked by the rules the run applies (the data layer's own
+checks), from file listings alone: no image is decoded and TensorFlow is not
+imported, so that the plan refuses what `workbench run` would refuse about the
+data, at once. TFDS datasets are checked by the run only: their classes are known
+once the dataset is prepared.
+
+Then the model is built with no pretrained weights (a `source: recipe` base is
+built from its recipe, not run), so the plan is quick and needs no downloads.
+
+Every problem is placed at the recipe field it concerns: `FILE:LINE:COL: field.path: message`.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import keras
+from workbench.errors import RecipeError, WorkbenchError
 
-from workbench.models import freezing
-from workbench.models.bases import BACKBONE, backbone_of
+if TYPE_CHECKING:
+    import keras
 
 
-def describe_plan(recipe) -> str:
+def describe_plan(recipe, path: str | Path, overrides: Sequence[str] = ()) -> str:
+    """The plan of the recipe loaded from `path` with `overrides`.
+
+    Raises:
+        RecipeError: for what the run would refuse about the data, or a model that
+            cannot be built, placed at the field of `path` that it concerns.
+    """
+    at = _Placer(path, overrides)
     if recipe.kind == "meta":
+        _check_tasks(recipe, at)
         return _describe_meta(recipe)
-    model = _plan_model(recipe)
+    _check_data(recipe.data, at)
+    return _describe_transfer(recipe, at)
+
+
+class _Placer:
+    """`with at("tasks", "ways"):` turns a `WorkbenchError` raised inside into a `RecipeError` at that field."""
+
+    def __init__(self, path: str | Path, overrides: Sequence[str]):
+        self.path, self.overrides = path, overrides
+
+    @contextlib.contextmanager
+    def __call__(self, *field):
+        try:
+            yield
+        except RecipeError:
+            raise  # already placed (the recipe of a `source: recipe` base)
+        except WorkbenchError as error:
+            from workbench.recipe.loader import recipe_problem
+
+            raise recipe_problem(self.path, field, str(error), self.overrides) from None
+
+
+def _check_data(data, at: _Placer) -> None:
+    """What `load_image_splits` would refuse: fewer than two classes, classes too small to hold images out."""
+    from workbench.data.datasets import check_held_out, listed_class_counts
+    from workbench.data.images import ImageFolder
+
+    if data.source == "folder":
+        with at("data", "path"):
+            ImageFolder.open(data.path)  # a missing or empty folder is the path's problem; too few classes left, include's
+    with at("data", "include" if data.source == "folder" and data.include is not None else "path"):
+        counts = listed_class_counts(data)
+    if counts is not None:
+        with at("data", "validation" if data.validation else "test"):
+            check_held_out(counts, data.validation, data.test)
+
+
+def _check_tasks(recipe, at: _Placer) -> None:
+    """What `build_tasks` would refuse: too few classes for the splits or `ways`, classes smaller than shots + queries."""
+    from workbench.data.episodes import check_class_sizes, check_ways
+    from workbench.meta.tasks import listed_task_classes
+
+    tasks = recipe.tasks
+    if tasks.source == "sinusoid":
+        return
+    with at("tasks", "path" if tasks.source == "folder" else "validation"):
+        listed = listed_task_classes(tasks, recipe.seed)
+    for split, counts in listed.items():
+        with at("tasks", "ways"):
+            check_ways(len(counts), tasks.ways, f"meta-{split}")
+        with at("tasks", "shots"):
+            check_class_sizes(counts, tasks.shots, tasks.queries, f"meta-{split}")
+
+
+def _describe_transfer(recipe, at: _Placer) -> str:
+    from workbench.models import freezing
+    from workbench.models.bases import BACKBONE
+
+    with at("base", "path" if recipe.base.source in ("file", "run", "recipe") else "name"):
+        model = _plan_model(recipe)
     backbone = model.get_layer(BACKBONE)
     lines = [f"  model: {model.count_params():,} parameters, {len(freezing.selectable_layers(backbone))} base layers"]
-    for phase in recipe.schedule:
+    for index, phase in enumerate(recipe.schedule):
         if phase.unfreeze is not None:
-            freezing.unfreeze(backbone, phase.unfreeze, recipe.freeze.batchnorm)
+            with at("schedule", index, "unfreeze"):
+                freezing.unfreeze(backbone, phase.unfreeze, recipe.freeze.batchnorm)
         trainable = sum(int(v.numpy().size) for v in model.trainable_weights)
         lines.append(
             f"  phase {phase.name}: {phase.epochs} epochs, {trainable:,} trainable / {model.count_params() - trainable:,} frozen parameters, "
@@ -35,6 +114,7 @@ def describe_plan(recipe) -> str:
 
 
 def _plan_model(recipe) -> keras.Model:
+    from workbench.models.bases import backbone_of
     from workbench.transfer import build_transfer_model
 
     shape = (*recipe.data.image_size, recipe.data.channels)
@@ -47,16 +127,12 @@ def _plan_model(recipe) -> keras.Model:
 
 
 def _class_count(recipe) -> int:
-    data = recipe.data
+    from workbench.data.datasets import listed_class_counts
+
     if recipe.head.classes:
         return recipe.head.classes
-    if data.source == "synthetic":
-        return data.classes
-    if data.source == "folder":
-        from workbench.data.images import ImageFolder
-
-        return len(ImageFolder.open(data.path).classes)
-    return 2  # a TFDS dataset's classes are known only once it is prepared
+    counts = listed_class_counts(recipe.data)
+    return 2 if counts is None else len(counts)  # a TFDS dataset's classes are known only once it is prepared
 
 
 def _describe_meta(recipe) -> str:

@@ -1,30 +1,33 @@
 """Labelled image datasets for transfer recipes, as batched `tf.data` pipelines.
 
 Images stay raw (float32 pixel values in [0, 255]): the model holds its own
-preprocessing, so that a saved model takes raw images too. Folder and
-synthetic sources are split per class by fraction, with the recipe's seed.
+preprocessing, so that a saved model takes raw images too. Every source is read
+into memory through `workbench.data.sources`; folder and synthetic sources are
+split per class by fraction, with the recipe's seed, TFDS ones by its split names.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
 import re
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from workbench.data.images import ImageFolder
+from workbench.data.sources import MIN_CLASSES, ClassImages, folder_classes, glyph_classes, glyph_names, require_classes, tfds_classes
 from workbench.errors import DataError
 
-log = logging.getLogger(__name__)
+_MOST_IMAGES_NEEDED = 10_000  # fractions that need more leave (almost) nothing to train on
 
 
 @dataclasses.dataclass
 class ImageSplits:
     """The train / validation / test pipelines of one recipe, and what they hold.
 
-    `shuffle_epoch`, where set, is a variable that picks the training order: each
+    `shuffle_epoch` is a variable that picks the training order: each
     value gives one fixed permutation, so a resumed run sees the same batches as an
-    uninterrupted one. TFDS pipelines shuffle with a buffer instead and leave it None.
+    uninterrupted one.
     """
 
     train: object
@@ -36,24 +39,22 @@ class ImageSplits:
     shuffle_epoch: object | None = None
 
 
-def split_per_class(labels: np.ndarray, validation: float, test: float, per_class: int | None, seed: int):
+def split_per_class(
+    labels: np.ndarray, validation: float, test: float, per_class: int | None, seed: int, class_names: Sequence[str] | None = None
+):
     """Indices of a stratified train / validation / test split of `labels`.
 
     Each class is shuffled with the seed; its first `test` fraction (at least one
     example when the fraction is > 0) goes to test, the next `validation` fraction
-    to validation, and at most `per_class` of the rest to train.
+    to validation, and at most `per_class` of the rest to train. `class_names`
+    (indexed by label) name the classes in errors.
     """
     rng = np.random.default_rng(seed)
     train, valid, held = [], [], []
     for label in np.unique(labels):
         members = rng.permutation(np.flatnonzero(labels == label))
-        n_test = max(1, round(test * len(members))) if test else 0
-        n_valid = max(1, round(validation * len(members))) if validation else 0
-        if n_test + n_valid >= len(members):
-            raise DataError(
-                f"class {label} has {len(members)} examples, too few to hold out validation={validation} and test={test} "
-                "and keep one to train on; lower the fractions or add examples"
-            )
+        name = class_names[label] if class_names is not None else str(label)
+        n_test, n_valid = held_out_sizes(name, len(members), validation, test)
         held.extend(members[:n_test])
         valid.extend(members[n_test : n_test + n_valid])
         rest = members[n_test + n_valid :]
@@ -61,49 +62,96 @@ def split_per_class(labels: np.ndarray, validation: float, test: float, per_clas
     return np.sort(train), np.sort(valid), np.sort(held)
 
 
+def held_out_sizes(name: str, count: int, validation: float, test: float) -> tuple[int, int]:
+    """How many of a class's `count` images go to test and to validation, keeping at least one to train on.
+
+    Raises:
+        DataError: naming the class when it has too few images for the fractions.
+    """
+    n_test, n_valid = _held_out(count, validation, test)
+    if n_test + n_valid >= count:
+        needed = next((n for n in range(count + 1, _MOST_IMAGES_NEEDED) if sum(_held_out(n, validation, test)) < n), None)
+        raise DataError(
+            f"Class {name!r} has {count} image{'' if count == 1 else 's'}, too few to hold out validation={validation:g} "
+            f"and test={test:g} and keep one to train on"
+            + (f": each class needs at least {needed}" if needed else "")
+            + f". Add images to it, remove it, or lower the fractions. Received: class={name!r}, images={count}"
+        )
+    return n_test, n_valid
+
+
+def _held_out(count: int, validation: float, test: float) -> tuple[int, int]:
+    return (max(1, round(test * count)) if test else 0), (max(1, round(validation * count)) if validation else 0)
+
+
+def check_held_out(counts: Mapping[str, int], validation: float, test: float) -> None:
+    """Refuses, by name, the first class of `counts` (images per class) too small for the fractions."""
+    for name, count in counts.items():
+        held_out_sizes(name, count, validation, test)
+
+
+def select_classes(folder: ImageFolder, include: str | None) -> tuple[str, ...]:
+    """The classes of a folder that `include` (a regex, or None for all) keeps; at least two.
+
+    Raises:
+        DataError: when fewer than two classes are left.
+    """
+    classes = folder.classes
+    if include is not None:
+        classes = tuple(name for name in classes if re.search(include, name))
+        if len(classes) < MIN_CLASSES:
+            raise DataError(
+                f"include {include!r} keeps {len(classes)} of the {len(folder.classes)} classes of {folder.path}; "
+                f"a classifier needs {MIN_CLASSES} or more. Loosen the pattern. Received: include={include!r}"
+            )
+    require_classes(classes, f"path={str(folder.path)!r}")
+    return classes
+
+
+def listed_class_counts(data) -> dict[str, int] | None:
+    """Images per class that a folder or synthetic `data` section will load, from file listings alone.
+
+    Nothing is decoded (damaged files count too) and TensorFlow is not imported:
+    for checks before a run, such as `workbench validate --plan`. None for TFDS,
+    whose classes are known only once the dataset is prepared.
+    """
+    if data.source == "tfds":
+        return None
+    if data.source == "synthetic":
+        return dict.fromkeys(glyph_names(_glyph_range(data)), data.samples)
+    folder = ImageFolder.open(data.path)
+    return folder.counts(select_classes(folder, data.include))
+
+
 def load_image_splits(data, seed: int) -> ImageSplits:
     """Build the pipelines of a recipe's `data` section."""
     if data.source == "tfds":
-        return _tfds_splits(data)
-    images, labels, class_names = _in_memory_source(data, seed)
-    train, valid, held = split_per_class(labels, data.validation, data.test, data.per_class, seed)
+        return _tfds_splits(data, seed)
+    classes = _in_memory_source(data, seed)
+    train, valid, held = split_per_class(classes.labels, data.validation, data.test, data.per_class, seed, classes.names)
+    images, labels = classes.images, classes.labels
     train_pipeline, shuffle_epoch = _shuffled_pipeline(images[train], labels[train], data.batch_size, seed)
     return ImageSplits(
         train=train_pipeline,
         validation=_pipeline(images[valid], labels[valid], data.batch_size) if len(valid) else None,
         test=_pipeline(images[held], labels[held], data.batch_size) if len(held) else None,
-        class_names=class_names,
+        class_names=list(classes.names),
         image_shape=tuple(images.shape[1:]),
         counts={"train": len(train), "validation": len(valid), "test": len(held)},
         shuffle_epoch=shuffle_epoch,
     )
 
 
-def _in_memory_source(data, seed: int):
+def _in_memory_source(data, seed: int) -> ClassImages:
+    image_size = tuple(data.image_size)
     if data.source == "synthetic":
-        from workbench.data.glyphs import draw_glyphs
+        return glyph_classes(_glyph_range(data), data.samples, image_size, data.channels, seed)
+    folder = ImageFolder.open(data.path)
+    return folder_classes(folder, select_classes(folder, data.include), image_size, data.channels)
 
-        classes = range(data.first_class, data.first_class + data.classes)
-        images, labels = draw_glyphs(classes, data.samples, tuple(data.image_size), seed=seed)
-        names = [f"glyph-{index}" for index in classes]
-    else:
-        from workbench.data.images import ImageFolder
 
-        folder = ImageFolder.open(data.path)
-        classes = folder.classes
-        if data.include is not None:
-            classes = [name for name in classes if re.search(data.include, name)]
-            if len(classes) < 2:
-                raise DataError(
-                    f"include {data.include!r} keeps {len(classes)} of the {len(folder.classes)} classes of {data.path}; a classifier needs 2 or more"
-                )
-        loaded = folder.load(classes, image_size=tuple(data.image_size), channels=data.channels)
-        if loaded.stats.skipped:
-            log.warning("skipped %d unreadable image files in %s, e.g. %s", loaded.stats.skipped, data.path, loaded.stats.skipped_files[0])
-        images, labels, names = loaded.images, loaded.labels, list(loaded.class_names)
-    if images.shape[-1] != data.channels:
-        images = np.repeat(images, data.channels, axis=-1)
-    return images, labels, names
+def _glyph_range(data) -> range:
+    return range(data.first_class, data.first_class + data.classes)
 
 
 def _pipeline(images: np.ndarray, labels: np.ndarray, batch_size: int):
@@ -148,45 +196,25 @@ def _to_float(images, labels):
     return tf.cast(images, tf.float32), labels
 
 
-def _tfds_splits(data) -> ImageSplits:
-    import tensorflow as tf
-    import tensorflow_datasets as tfds
-
-    try:
-        builder = tfds.builder(data.name, data_dir=data.data_dir)
-        builder.download_and_prepare()
-    except Exception as error:  # TFDS raises many kinds: unknown name, no network, bad data_dir
-        raise DataError(f"tfds dataset {data.name!r} could not be prepared ({type(error).__name__}: {error})") from None
-    label = builder.info.features["label"]
-    height, width = data.image_size
-
-    def prepare(image, label_value):
-        image = tf.image.resize(tf.cast(image, tf.float32), (height, width))
-        if data.channels == 3 and image.shape[-1] == 1:
-            image = tf.image.grayscale_to_rgb(image)
-        elif data.channels == 1 and image.shape[-1] == 3:
-            image = tf.image.rgb_to_grayscale(image)
-        return image, label_value
-
-    def split(name: str | None, shuffle: bool):
-        if name is None:
-            return None, 0
-        dataset = builder.as_dataset(split=name, as_supervised=True).map(prepare, num_parallel_calls=tf.data.AUTOTUNE).cache()
-        count = int(dataset.reduce(0, lambda total, _: total + 1))
-        if shuffle:
-            dataset = dataset.shuffle(min(count, 10_000), reshuffle_each_iteration=True)
-        return _split_by_batch(dataset.batch(data.batch_size).prefetch(tf.data.AUTOTUNE)), count
-
-    (train, n_train), (valid, n_valid), (test, n_test) = (
-        split(data.splits.train, True),
-        split(data.splits.validation, False),
-        split(data.splits.test, False),
-    )
+def _tfds_splits(data, seed: int) -> ImageSplits:
+    """TFDS splits, read into memory through the same conversion as folders, and batched as they are."""
+    image_size = tuple(data.image_size)
+    splits = {
+        role: tfds_classes(data.name, split, data.data_dir, image_size, data.channels)
+        for role, split in (("train", data.splits.train), ("validation", data.splits.validation), ("test", data.splits.test))
+        if split is not None
+    }
+    train = splits["train"]
+    present = [name for name, count in train.counts().items() if count]
+    require_classes(present, f"name={data.name!r}, split={data.splits.train!r}")
+    train_pipeline, shuffle_epoch = _shuffled_pipeline(train.images, train.labels, data.batch_size, seed)
+    held = {role: _pipeline(classes.images, classes.labels, data.batch_size) for role, classes in splits.items() if role != "train"}
     return ImageSplits(
-        train=train,
-        validation=valid,
-        test=test,
-        class_names=list(label.names),
-        image_shape=(height, width, data.channels),
-        counts={"train": n_train, "validation": n_valid, "test": n_test},
+        train=train_pipeline,
+        validation=held.get("validation"),
+        test=held.get("test"),
+        class_names=list(train.names),
+        image_shape=(*image_size, data.channels),
+        counts={role: len(splits[role].labels) if role in splits else 0 for role in ("train", "validation", "test")},
+        shuffle_epoch=shuffle_epoch,
     )

@@ -9,7 +9,7 @@ No TensorFlow here: the data package wraps this into `tf.data`.
 """
 
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -133,6 +133,28 @@ def rotate_classes(images_by_class: Sequence[np.ndarray], rotations: Sequence[in
     return [np.rot90(images, turn, axes=(1, 2)) for images in images_by_class for turn in turns]
 
 
+def check_ways(classes: int, ways: int, split: str | None = None) -> None:
+    """Refuses `ways`-way tasks over fewer than `ways` classes (those of `split`, for the message)."""
+    if classes < ways:
+        where = f"{split}: " if split else ""
+        raise DataError(
+            f"{where}{ways}-way tasks need at least {ways} classes, but there are {classes}. "
+            f"Lower `ways` or add classes. Received: ways={ways}, classes={classes}"
+        )
+
+
+def check_class_sizes(counts: Mapping[str, int], shots: int, queries: int, split: str | None = None) -> None:
+    """Refuses, by name, the first class of `counts` (images per class) with fewer than `shots + queries` images."""
+    for name, count in counts.items():
+        if count < shots + queries:
+            where = f" ({split})" if split else ""
+            raise DataError(
+                f"Class {name!r} has {count} images{where}, but {shots}-shot tasks with {queries} queries need "
+                f"shots + queries = {shots + queries} per class. Lower `shots` or `queries`, or drop the class. "
+                f"Received: class={name!r}, images={count}, shots={shots}, queries={queries}"
+            )
+
+
 class EpisodeSampler(TaskStream):
     """Samples batches of N-way K-shot tasks from uint8 images grouped by class.
 
@@ -148,6 +170,7 @@ class EpisodeSampler(TaskStream):
         ways, shots, queries: classes per task, support and query examples per class.
         seed: seed of the stream of tasks that `sample` draws.
         class_names: names for error messages (default: class indices).
+        split: the split's name for error messages, e.g. "meta-test".
 
     Raises:
         DataError: for fewer classes than `ways`, or a class with fewer than
@@ -162,6 +185,7 @@ class EpisodeSampler(TaskStream):
         queries: int,
         seed: int = 0,
         class_names: Sequence[str] | None = None,
+        split: str | None = None,
     ):
         ways = check_positive_int("ways", ways)
         shots = check_positive_int("shots", shots)
@@ -169,11 +193,7 @@ class EpisodeSampler(TaskStream):
         names = [str(i) for i in range(len(images_by_class))] if class_names is None else list(class_names)
         if len(names) != len(images_by_class):
             raise DataError(f"`class_names` must name each class once. Received: {len(names)} names for {len(images_by_class)} classes")
-        if len(images_by_class) < ways:
-            raise DataError(
-                f"{ways}-way tasks need at least {ways} classes, but there are {len(images_by_class)}. "
-                f"Lower `ways` or add classes. Received: ways={ways}, classes={len(images_by_class)}"
-            )
+        check_ways(len(images_by_class), ways, split)
         first = images_by_class[0]
         shape = first.shape[1:] if isinstance(first, np.ndarray) else None
         for name, images in zip(names, images_by_class, strict=True):
@@ -183,12 +203,7 @@ class EpisodeSampler(TaskStream):
                     f"of the first class. Received: class {name!r} with "
                     f"{getattr(images, 'dtype', type(images).__name__)} {getattr(images, 'shape', '')}, first class {shape}"
                 )
-            if len(images) < shots + queries:
-                raise DataError(
-                    f"Class {name!r} has {len(images)} images, but {shots}-shot tasks with {queries} queries need "
-                    f"shots + queries = {shots + queries} per class. Lower `shots` or `queries`, or drop the class. "
-                    f"Received: class={name!r}, images={len(images)}, shots={shots}, queries={queries}"
-                )
+        check_class_sizes({name: len(images) for name, images in zip(names, images_by_class, strict=True)}, shots, queries, split)
         self._classes = list(images_by_class)
         self.class_names: tuple[str, ...] = tuple(names)
         self.ways, self.shots, self.queries = ways, shots, queries

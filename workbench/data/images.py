@@ -10,6 +10,10 @@ such a folder) has the alphabets as top-level folders.
 `ImageFolder.open` lists classes and files without decoding anything; `load` decodes,
 converts and resizes. Corrupt files are skipped and reported in `LoadStats`, never
 silently. No TensorFlow here: the data package wraps this into `tf.data`.
+
+The conversion and resizing here are the only ones of the workbench: images that
+other sources decode (TFDS) go through `convert_pixels`, so that one picture gives
+the same pixels from a folder, a zip or a dataset.
 """
 
 import io
@@ -20,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from workbench.errors import DataError
 
@@ -30,6 +34,9 @@ IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"})
 # member whose compressed bytes are damaged (bad CRC, bad deflate stream).
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError, zipfile.BadZipFile)
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
+# Pillow names an unknown format by the repr of the stream it read (`<_io.BytesIO
+# object at 0x...>`), which tells a user nothing; the file name goes beside this instead.
+_UNKNOWN_FORMAT = "not an image format Pillow can read (a damaged file, or not an image)"
 
 
 @dataclass(frozen=True)
@@ -119,6 +126,14 @@ class ImageFolder:
             files=tuple(tuple(by_class[name]) for name in classes),
         )
 
+    def counts(self, classes: Sequence[str] | None = None) -> dict[str, int]:
+        """Image files per class of `classes` (default: all), without decoding any.
+
+        An upper bound on what `load` gives: it skips files that fail to decode.
+        """
+        index = {name: i for i, name in enumerate(self.classes)}
+        return {name: len(self.files[index[name]]) for name in (self.classes if classes is None else classes)}
+
     @property
     def group_names(self) -> tuple[str, ...]:
         """The distinct groups, sorted."""
@@ -201,6 +216,28 @@ def load_image(path: str | os.PathLike, image_size: tuple[int, int], channels: i
         raise DataError(
             f"Cannot decode the image ({error}). Expected a {', '.join(sorted(IMAGE_EXTENSIONS))} file. Received: path={str(path)!r}"
         ) from error
+
+
+def convert_pixels(pixels: np.ndarray, image_size: tuple[int, int], channels: int = 1) -> np.ndarray:
+    """Converts a decoded uint8 image `[H, W]` or `[H, W, 1 | 3 | 4]` exactly as `ImageFolder.load` converts files.
+
+    For sources that decode images themselves (TFDS): the same picture gives the
+    same pixels as from a file.
+
+    Raises:
+        DataError: for an array that is not a uint8 grayscale, RGB or RGBA image.
+    """
+    height, width = check_image_size(image_size)
+    _check_channels(channels)
+    pixels = np.asarray(pixels)
+    if pixels.ndim == 3 and pixels.shape[-1] == 1:
+        pixels = pixels[..., 0]
+    if pixels.dtype != np.uint8 or not (pixels.ndim == 2 or (pixels.ndim == 3 and pixels.shape[-1] in (3, 4))):
+        raise DataError(
+            "Expected a uint8 image [height, width] or [height, width, 1, 3 or 4 channels]. "
+            f"Received: an array of {pixels.dtype} {pixels.shape}"
+        )
+    return _convert(Image.fromarray(pixels), height, width, channels)
 
 
 def check_image_size(image_size: Sequence[int]) -> tuple[int, int]:
@@ -288,10 +325,18 @@ class _Reader:
 
 def _decode(data: bytes, height: int, width: int, channels: int) -> np.ndarray:
     """Decodes image bytes to uint8 `[height, width, channels]`."""
-    image = Image.open(io.BytesIO(data))
+    try:
+        image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise UnidentifiedImageError(_UNKNOWN_FORMAT) from None
     # JPEG can decode at a reduced scale directly, much faster for large photos.
     image.draft("L" if channels == 1 else "RGB", (width, height))
     image.load()
+    return _convert(image, height, width, channels)
+
+
+def _convert(image: Image.Image, height: int, width: int, channels: int) -> np.ndarray:
+    """Converts to grayscale (ITU-R 601-2 luma) or RGB, then resizes: the one conversion of every source."""
     image = _to_mode(image, "L" if channels == 1 else "RGB")
     image = image.resize((width, height), Image.Resampling.BILINEAR)
     return np.asarray(image, dtype=np.uint8).reshape(height, width, channels)

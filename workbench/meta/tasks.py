@@ -15,7 +15,9 @@ import numpy as np
 
 from workbench.data.episodes import EpisodeSampler, rotate_classes, split_classes
 from workbench.data.episodes_types import Episodes
+from workbench.data.images import ImageFolder
 from workbench.data.sinusoid import SinusoidTasks
+from workbench.data.sources import folder_classes, glyph_classes, glyph_names, require_classes, tfds_classes
 from workbench.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -72,59 +74,74 @@ def build_tasks(tasks, seed: int) -> TaskDistribution:
         images, names = by_split[name]
         if tasks.rotations != [0]:
             images = rotate_classes(images, tasks.rotations)
-            names = [f"{n}@{angle}" for n in names for angle in tasks.rotations]
-        samplers[name] = EpisodeSampler(images, tasks.ways, tasks.shots, tasks.queries, seed=seed * 3 + index, class_names=names)
+            names = _rotated_names(names, tasks.rotations)
+        samplers[name] = EpisodeSampler(
+            images, tasks.ways, tasks.shots, tasks.queries, seed=seed * 3 + index, class_names=names, split=f"meta-{name}"
+        )
     counts = {name: sampler.num_classes for name, sampler in samplers.items()}
     log.info("classes per split (rotations included): %s", counts)
     shape = (*tasks.image_size, tasks.channels)
     return TaskDistribution(samplers, shape, tasks.ways, "sparse_categorical_crossentropy", "accuracy", counts)
 
 
+def listed_task_classes(tasks, seed: int) -> dict[str, dict[str, int]]:
+    """Per split, the classes `build_tasks` samples from (rotations included) and their images, from listings alone.
+
+    Nothing is decoded (damaged files count too) and TensorFlow is not imported:
+    for checks before a run, such as `workbench validate --plan`. Empty for
+    sources whose classes are known only once loaded (sinusoid, TFDS).
+    """
+    if tasks.source == "folder":
+        listed = {name: folder.counts(classes) for name, (folder, classes) in _folder_splits(tasks, seed).items()}
+    elif tasks.source == "synthetic":
+        split = split_classes(glyph_names(range(tasks.classes)), None, tasks.validation, tasks.test, seed)
+        listed = {name: dict.fromkeys(getattr(split, name), tasks.samples) for name in SPLITS}
+    else:
+        return {}
+    rotated = {}
+    for name, counts in listed.items():
+        repeated = [count for count in counts.values() for _ in tasks.rotations]
+        rotated[name] = dict(zip(_rotated_names(list(counts), tasks.rotations), repeated, strict=True))
+    return rotated
+
+
+def _rotated_names(names: list[str], rotations: list[int]) -> list[str]:
+    """The names of `rotate_classes`' classes, in its order."""
+    if rotations == [0]:
+        return list(names)
+    return [f"{name}@{angle}" for name in names for angle in rotations]
+
+
 def _class_images(tasks, seed: int) -> dict[str, tuple[list[np.ndarray], list[str]]]:
     """Per split, one uint8 image array per class, and the class names."""
+    image_size = tuple(tasks.image_size)
     if tasks.source == "folder":
-        return _folder_classes(tasks, seed)
+        return {name: _folder_classes(folder, classes, tasks) for name, (folder, classes) in _folder_splits(tasks, seed).items()}
     if tasks.source == "synthetic":
-        from workbench.data.glyphs import draw_glyphs
-
-        images, labels = draw_glyphs(range(tasks.classes), tasks.samples, tuple(tasks.image_size), seed=seed)
-        names = [f"glyph-{index}" for index in range(tasks.classes)]
-        by_class = [images[labels == label] for label in range(tasks.classes)]
+        classes = glyph_classes(range(tasks.classes), tasks.samples, image_size, tasks.channels, seed)
+        names = list(classes.names)
     else:
-        by_class, names = _tfds_classes(tasks)
-    _check_fractions(tasks)
+        classes = tfds_classes(tasks.name, tasks.split, tasks.data_dir, image_size, tasks.channels)
+        names = [name for name, count in classes.counts().items() if count]
+        require_classes(names, f"name={tasks.name!r}, split={tasks.split!r}")
     split = split_classes(names, None, tasks.validation, tasks.test, seed)
-    index = {name: position for position, name in enumerate(names)}
-    return {name: ([by_class[index[c]] for c in getattr(split, name)], list(getattr(split, name))) for name in SPLITS}
+    return {name: (classes.images_of(getattr(split, name)), list(getattr(split, name))) for name in SPLITS}
 
 
-def _check_fractions(tasks) -> None:
-    if isinstance(tasks.validation, str) or isinstance(tasks.test, str):
-        raise DataError(
-            f"tasks.validation and tasks.test can name other folders only with source: folder; give fractions for {tasks.source}"
-        )
+def _folder_splits(tasks, seed: int) -> dict[str, tuple[ImageFolder, tuple[str, ...]]]:
+    """Per split, the folder and the classes of it that the split takes; nothing decoded.
 
-
-def _folder_classes(tasks, seed: int):
-    """Classes of `tasks.path`; validation and test are fractions of it, or other folders.
-
-    When validation and test name the same folder, its classes (by group) are
-    split in half between them. Classes that the training folder also holds are
-    left out of the other folders.
+    Classes come from `tasks.path`; validation and test are fractions of it, or
+    other folders. When validation and test name the same folder, its classes (by
+    group) are split in half between them. Classes that the training folder also
+    holds are left out of the other folders.
     """
-    from workbench.data.images import ImageFolder
-
-    def load(folder, classes):
-        loaded = folder.load(classes, image_size=tuple(tasks.image_size), channels=tasks.channels)
-        if loaded.stats.skipped:
-            log.warning("skipped %d unreadable images in %s, e.g. %s", loaded.stats.skipped, folder.path, loaded.stats.skipped_files[0])
-        return loaded.by_class(), list(loaded.class_names)
-
     main = ImageFolder.open(tasks.path)
+    require_classes(main.classes, f"path={tasks.path!r}")
     validation = tasks.validation if isinstance(tasks.validation, float) else 0.0
     test = tasks.test if isinstance(tasks.test, float) else 0.0
     split = split_classes(main.classes, main.groups, validation, test, seed)
-    result = {name: load(main, getattr(split, name)) for name in SPLITS if getattr(split, name)}
+    result = {name: (main, getattr(split, name)) for name in SPLITS if getattr(split, name)}
     others = {name: getattr(tasks, name) for name in ("validation", "test") if isinstance(getattr(tasks, name), str)}
     for path in set(others.values()):
         other = ImageFolder.open(path)
@@ -133,34 +150,20 @@ def _folder_classes(tasks, seed: int):
         kept = [i for i, name in enumerate(other.classes) if name not in set(main.classes)]
         if len(kept) < len(other.classes):
             log.info("%s: left out %d classes that %s also holds", path, len(other.classes) - len(kept), tasks.path)
-        classes = [other.classes[i] for i in kept]
+        classes = tuple(other.classes[i] for i in kept)
         groups = [other.groups[i] for i in kept]
         users = [name for name, named in others.items() if named == path]
         if len(users) == 2:  # validation and test share the folder: half its classes each
             halves = split_classes(classes, groups, 0.5, 0.0, seed)
-            result["test"], result["validation"] = load(other, halves.train), load(other, halves.validation)
+            result["test"], result["validation"] = (other, halves.train), (other, halves.validation)
         else:
-            result[users[0]] = load(other, classes)
+            result[users[0]] = (other, classes)
     for name in SPLITS:
         if name not in result:
             raise DataError(f"tasks.{name}: no classes left for meta-{name}; give a fraction > 0 or another folder")
     return result
 
 
-def _tfds_classes(tasks):
-    import tensorflow as tf
-    import tensorflow_datasets as tfds
-
-    try:
-        dataset, info = tfds.load(tasks.name, split=tasks.split, as_supervised=True, with_info=True, data_dir=tasks.data_dir)
-    except Exception as error:  # TFDS raises many kinds: unknown name, no network, bad data_dir
-        raise DataError(f"tfds dataset {tasks.name!r} could not be loaded ({type(error).__name__}: {error})") from None
-    height, width = tasks.image_size
-    images: dict[int, list[np.ndarray]] = {}
-    for image, label in tfds.as_numpy(dataset.map(lambda x, y: (tf.cast(tf.image.resize(x, (height, width)), tf.uint8), y))):
-        if image.shape[-1] != tasks.channels:
-            image = image.mean(-1, keepdims=True).astype(np.uint8) if tasks.channels == 1 else np.repeat(image, 3, -1)
-        images.setdefault(int(label), []).append(image)
-    names = info.features["label"].names
-    labels = sorted(images)
-    return [np.stack(images[label]) for label in labels], [names[label] for label in labels]
+def _folder_classes(folder: ImageFolder, classes: tuple[str, ...], tasks) -> tuple[list[np.ndarray], list[str]]:
+    loaded = folder_classes(folder, classes, tuple(tasks.image_size), tasks.channels)
+    return loaded.by_class(), list(loaded.names)

@@ -626,3 +626,42 @@ def test_deep_nesting_is_an_error_not_a_crash(tmp_path):
     path = write(tmp_path, "kind: meta\nx: " + "[" * 5000 + "]" * 5000 + "\n")
     with pytest.raises(RecipeError):
         load_recipe(path)
+
+
+# The resolved recipe of a run made before each source had fields of its own: it spells
+# out fields that its sources ignored.
+OLD_RESOLVED_META = """\
+kind: meta
+name: sinusoid-maml
+seed: 1
+jit_compile: auto
+distribute: {strategy: default, devices: null}
+algorithm: maml
+tasks: {source: sinusoid, name: null, path: null, data_dir: null, split: train, ways: 5, shots: 5, queries: 10, validation: 0.1,
+        test: 0.2, classes: 200, samples: 20, image_size: [28, 28], channels: 1, rotations: [0]}
+model:
+  builtin: mlp
+  base: null
+  freeze: {layers: all, batchnorm: frozen}
+  head: {units: [], activation: relu, dropout: 0.0, classes: null}
+inner: {steps: 1, learning_rate: 0.01, first_order: false, multi_step_loss: true, multi_step_anneal: null, learn_rates: false}
+outer: {optimizer: adam, learning_rate: 0.001, lr_schedule: constant, meta_batch_size: 25, iterations: 70000}
+evaluation: {tasks: 600, steps: [1, 5, 10], every: 1000, validation_tasks: 100}
+"""
+
+
+def test_resolved_recipes_of_older_runs_still_load_without_the_fields_their_sources_ignored(tmp_path):
+    from workbench.recipe import load_resolved_recipe
+
+    path = tmp_path / "recipe.yaml"
+    path.write_text(OLD_RESOLVED_META)
+    with pytest.raises(RecipeError, match="tasks.name"):
+        load_recipe(path)  # a recipe someone writes must not carry them
+    recipe = load_resolved_recipe(path)
+    assert (recipe.tasks.source, recipe.tasks.shots, recipe.tasks.queries) == ("sinusoid", 5, 10)
+    assert recipe.model.builtin == "mlp" and recipe.model.base is None
+    assert recipe.inner.multi_step_anneal is None  # a meaningful null is kept
+    assert recipe.evaluation.steps == [1, 5, 10]
+    path.write_text(OLD_RESOLVED_META.replace("shots: 5", "shots: five"))
+    with pytest.raises(RecipeError, match="tasks.shots"):
+        load_resolved_recipe(path)  # anything else wrong is still an error

@@ -246,9 +246,9 @@ class Run:
 
     def load_recipe(self):
         """The resolved recipe this run was made from."""
-        from workbench.recipe import load_recipe
+        from workbench.recipe import load_resolved_recipe
 
-        return load_recipe(self.file(RECIPE_FILE))
+        return load_resolved_recipe(self.file(RECIPE_FILE))
 
 
 def latest_finished(runs_dir: Path, recipe_yaml: str) -> Run | None:

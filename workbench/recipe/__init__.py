@@ -1,6 +1,6 @@
 """Recipes: the YAML format of workbench runs, loaded and validated without TensorFlow."""
 
-from workbench.recipe.loader import Problem, load_recipe
+from workbench.recipe.loader import Problem, load_recipe, load_resolved_recipe
 from workbench.recipe.schema import MetaRecipe, Recipe, TransferRecipe
 
 
@@ -21,4 +21,4 @@ def to_yaml(recipe) -> str:
     return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
 
 
-__all__ = ["MetaRecipe", "Problem", "Recipe", "TransferRecipe", "json_schema", "load_recipe", "to_yaml"]
+__all__ = ["MetaRecipe", "Problem", "Recipe", "TransferRecipe", "load_resolved_recipe", "json_schema", "load_recipe", "to_yaml"]

@@ -219,7 +219,43 @@ def load_recipe(path: str | Path, overrides: typing.Sequence[str] = ()):
     return validate_document(document, context)
 
 
+def load_resolved_recipe(path: str | Path):
+    """A run's resolved recipe (`recipe.yaml` in its directory).
+
+    Runs made before each source had fields of its own spell out fields that
+    their source ignored (`path: null` under synthetic data); those never had
+    an effect, so they are dropped instead of refused. Anything else wrong is
+    a `RecipeError`, as for `load_recipe`.
+    """
+    document = read_document(path)
+    context = {"base_dir": Path(path).resolve().parent, "default_name": Path(path).stem}
+    model = _recipe_model(document)
+    while True:
+        try:
+            return model.model_validate(document.data, context=context)
+        except pydantic.ValidationError as error:
+            ignored = [_data_path(detail["loc"], document.data) for detail in error.errors() if detail["type"] == "extra_forbidden"]
+            if not any(_drop(document.data, field) for field in ignored):
+                raise RecipeError(_problems(error, document, model)) from None
+
+
+def _drop(data: Any, path: FieldPath) -> bool:
+    """Remove the field at `path` from plain data; whether there was one."""
+    for part in path[:-1]:
+        data = data[part]
+    return isinstance(data, dict) and data.pop(path[-1], _drop) is not _drop
+
+
 def validate_document(document: Document, context: dict[str, Any]):
+    model = _recipe_model(document)
+    try:
+        return model.model_validate(document.data, context=context)
+    except pydantic.ValidationError as error:
+        raise RecipeError(_problems(error, document, model)) from None
+
+
+def _recipe_model(document: Document) -> type[pydantic.BaseModel]:
+    """The recipe model that the document's `kind` names."""
     data = document.data
     if data is None:
         raise RecipeError([Problem(document.origin, 1, 1, "", "recipe is empty; expected a mapping with kind: transfer or kind: meta")])
@@ -235,10 +271,7 @@ def validate_document(document: Document, context: dict[str, Any]):
         near = difflib.get_close_matches(str(kind), RECIPE_KINDS, n=1)
         hint = f"; did you mean {near[0]}?" if near else ""
         raise RecipeError([document.problem(("kind",), f"unknown kind {kind!r}{hint} Expected one of: {', '.join(RECIPE_KINDS)}")])
-    try:
-        return model.model_validate(data, context=context)
-    except pydantic.ValidationError as error:
-        raise RecipeError(_problems(error, document, model)) from None
+    return model
 
 
 def _problems(error: pydantic.ValidationError, document: Document, model: type[pydantic.BaseModel]) -> list[Problem]:

@@ -580,8 +580,11 @@ MODEL_KINDS = "give either builtin (mlp | conv4) or base (with optional freeze a
 def _model_kind(value: Any) -> str | None:
     if isinstance(value, BuiltinNet | PretrainedNet):
         return "builtin net" if isinstance(value, BuiltinNet) else "pretrained base"
-    if isinstance(value, dict) and ("builtin" in value) != ("base" in value):
-        return "builtin net" if "builtin" in value else "pretrained base"
+    if isinstance(value, dict):
+        # `base: null` names no base: resolved recipes of older runs spell it out beside `builtin`.
+        builtin, base = value.get("builtin") is not None, value.get("base") is not None
+        if builtin != base:
+            return "builtin net" if builtin else "pretrained base"
     return None
 
 

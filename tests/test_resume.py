@@ -197,7 +197,7 @@ def test_ctrl_c_and_sigterm_mark_the_run_interrupted_say_how_to_resume_and_resum
     recipe = references[kind][0]
     runs_dir = tmp_path / "runs"
     process = _workbench("run", recipe, "--runs-dir", runs_dir)
-    _wait_for(process, _point_after(2), "the second resume point")
+    _wait_for(process, lambda: _point_after(2)(runs_dir), "the second resume point")
     process.send_signal(stop)
     out, err = process.communicate(timeout=TIMEOUT)
     (run_dir,) = runs_dir.iterdir()

@@ -106,11 +106,17 @@ def test_a_conv4_too_small_for_its_images_is_one_line_not_a_traceback(tmp_path):
 def test_imagenet_weights_that_cannot_be_downloaded_are_one_line_saying_where_to_put_them(tmp_path):
     recipe = tmp_path / "imagenet.yaml"
     recipe.write_text(
-        BASE.replace("channels: 1", "channels: 3").replace("image_size: [16, 16]", "image_size: [32, 32]")
+        BASE.replace("channels: 1", "channels: 3")
+        .replace("image_size: [16, 16]", "image_size: [32, 32]")
         .replace("base: {source: builtin, name: conv4}", "base: {source: applications, name: MobileNetV2, weights: imagenet}")
     )
     # An unreachable proxy stands in for a machine without the internet, whether or not this one has it.
-    offline = {**os.environ, "https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "KERAS_HOME": str(tmp_path / "keras")}
+    offline = {
+        **os.environ,
+        "https_proxy": "http://127.0.0.1:9",
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+        "KERAS_HOME": str(tmp_path / "keras"),
+    }
     process = subprocess.run(
         [sys.executable, "-m", "workbench", "run", str(recipe), "--runs-dir", str(tmp_path / "runs")],
         capture_output=True,

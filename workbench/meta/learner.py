@@ -25,9 +25,9 @@ import tensorflow as tf
 from workbench.errors import ArgumentError
 from workbench.meta import adapt as inner
 from workbench.meta.batchnorm import has_batchnorm, set_moving_statistics, with_exact_batchnorm, with_standard_batchnorm
-from workbench.models.builtin import HEAD_LAYER
 from workbench.meta.rates import InnerRates, load_rates, save_rates
 from workbench.meta.task_step import TaskStep
+from workbench.models.builtin import HEAD_LAYER
 from workbench.models.layers import all_layers, is_convolutional
 
 __all__ = ["ALGORITHMS", "STRATEGIES", "MetaLearner", "summarize"]

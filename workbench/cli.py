@@ -183,6 +183,7 @@ def init(kind: str, path: Path | None):
     "--steps", multiple=True, type=click.IntRange(min=0), help="Meta runs: adaptation steps to report (repeatable; default: the recipe's)."
 )
 @click.option("--tasks", type=click.IntRange(min=2), help="Meta runs: meta-test tasks (default: the recipe's).")
+@needs_tensorflow
 def evaluate(run_dir: Path, data: Path | None, steps: tuple[int, ...], tasks: int | None):
     """Evaluate a finished run; writes evaluation.json in RUN and prints a table.
 
@@ -222,6 +223,7 @@ def evaluate(run_dir: Path, data: Path | None, steps: tuple[int, ...], tasks: in
     show_default=True,
     help='json: [{"image", "predictions": [{"class", "probability"}]}]; csv: image,rank,class,probability.',
 )
+@needs_tensorflow
 def predict(model: Path, images: tuple[Path, ...], top_k: int, output_format: str):
     """Top-k classes, with probabilities, for each image (and each image in a FOLDER, recursively).
 
@@ -243,6 +245,7 @@ def predict(model: Path, images: tuple[Path, ...], top_k: int, output_format: st
 @click.option(
     "--output", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Where to write the adapted MODEL.keras."
 )
+@needs_tensorflow
 def adapt(run_dir: Path, support: Path, steps: int | None, output: Path):
     """Adapt a meta-learned initialisation to a new task; write a Keras classifier."""
     from workbench.evaluation import plural

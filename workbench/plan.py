@@ -91,6 +91,9 @@ def _check_tasks(recipe, at: _Placer) -> None:
 
 
 def _describe_transfer(recipe, at: _Placer) -> str:
+    from workbench.quiet import import_tensorflow
+
+    import_tensorflow()
     from workbench.models import freezing
     from workbench.models.bases import BACKBONE
 

@@ -220,7 +220,14 @@ def fit_phase(
         epochs += len(fitted.epoch)
     checkpoint.restore(model)
     # Epochs count from 1, as Keras prints them; None when no epoch reported the monitor.
-    result = {"name": phase.name, "epochs": epochs, "monitor": monitor, "best_epoch": checkpoint.best_epoch}
+    result = {
+        "name": phase.name,
+        "epochs": epochs,
+        "monitor": monitor,
+        "best_epoch": checkpoint.best_epoch,
+        "trainable_parameters": trainable,
+        "frozen_parameters": model.count_params() - trainable,
+    }
     if validation is not None:
         loss, accuracy = model.evaluate(validation, verbose=0)
         result.update(val_loss=float(loss), val_accuracy=float(accuracy))

@@ -1,4 +1,4 @@
-"""Shared test set-up: the data root of DESIGN.md and quiet TensorFlow logs."""
+"""Shared test set-up: the data root (the Omniglot archives beside the repository, when present) and quiet TensorFlow logs."""
 
 import os
 from pathlib import Path

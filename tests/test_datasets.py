@@ -1,4 +1,4 @@
-"""Transfer data sources as tf.data: TFDS (mocked, as DESIGN.md asks), folders and zips, glyphs."""
+"""Transfer data sources as tf.data: TFDS (served by tfds.testing.mock_data: no downloads here), folders and zips, glyphs."""
 
 import zipfile
 

@@ -24,7 +24,7 @@ def use_xla(setting, convolutional: bool = True) -> bool:
 
     Auto compiles with XLA where a GPU is visible, and on CPU for nets without
     convolutions: measured here, XLA made the sinusoid meta step 1.4x faster on
-    CPU and conv nets many times slower (DESIGN.md, benchmarks/RESULTS.md).
+    CPU and conv nets many times slower (benchmarks/RESULTS.md).
     """
     if setting == "auto":
         import tensorflow as tf

@@ -97,7 +97,7 @@ class MetaLearner:
             meta-gradients through BatchNormalization are wrong without it).
         strategy: "vectorized" (`tf.vectorized_map` over tasks), "loop"
             (`tf.while_loop` accumulating per-task meta-gradients) or "auto".
-        jit_compile: compile the meta step with XLA. Measured on CPU (DESIGN.md),
+        jit_compile: compile the meta step with XLA. Measured on CPU (benchmarks/RESULTS.md),
             XLA made conv nets many times slower and dense nets faster:
             recipes' `jit_compile: auto` chooses (`workbench.devices.use_xla`).
 

@@ -283,5 +283,72 @@ def _write_output(path: Path, text: str, overwrite: bool = False) -> None:
         raise ArgumentError(f"{path}: cannot write this file ({error.strerror}); choose another path") from None
 
 
+@main.command()
+@click.argument("run_dirs", metavar="RUN...", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the page (.html; folders made). Default: RUN/report.html, or report-....html here for several runs.",
+)
+@click.option("--no-model", is_flag=True, help="Sinusoid meta runs: leave out the figure that adapts the model (it imports TensorFlow).")
+def report(run_dirs: tuple[Path, ...], output: Path | None, no_model: bool):
+    """Write one self-contained HTML page of figures and tables for finished or stopped runs; print its path.
+
+    Several RUNs: their curves overlaid, their headline figures in one table,
+    and the recipe fields in which they differ, before each run's own section.
+    """
+    from workbench.report.build import build_report, default_output
+
+    if output is not None and output.suffix.lower() not in (".html", ".htm"):
+        raise ArgumentError(f"{output}: the output must end in .html")
+    page = build_report(list(run_dirs), adapt_sinusoid=not no_model, progress=lambda line: click.echo(line, err=True))
+    output = output or default_output(run_dirs)
+    replaced = output.exists()
+    _write_output(output, page, overwrite=True)  # a report is made again as its runs go on
+    if replaced:
+        click.echo(f"replaced the earlier {output}", err=True)
+    click.echo(str(output))
+
+
+@main.command(name="runs")
+@click.argument("folder", metavar="[DIR]", required=False, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="A JSON list of runs, for scripts.")
+def list_runs_command(folder: Path | None, as_json: bool):
+    """One line per run under DIR (default: runs, or $WORKBENCH_RUNS), newest first; why, for runs that stopped early."""
+    from workbench.listing import format_runs, list_runs
+
+    folder = folder or Path(os.environ.get("WORKBENCH_RUNS", DEFAULT_RUNS_DIR))
+    summaries = list_runs(folder)
+    if as_json:
+        click.echo(json.dumps([summary.as_json() for summary in summaries], indent=2, ensure_ascii=False))
+    elif summaries:
+        click.echo(format_runs(summaries))
+    else:
+        click.echo(f"{folder}: no runs yet", err=True)
+
+
+@main.command()
+@click.argument("source", metavar="RUN|MODEL.keras", type=click.Path(path_type=Path))
+@click.option("--format", "export_format", required=True, metavar="saved_model|onnx|litert", help="What to write.")
+@click.option("--output", "-o", required=True, type=click.Path(path_type=Path), help="Where (never overwritten); PATH.export.json goes beside it.")
+@click.option("--quantize", metavar="float16|int8", help="LiteRT only: smaller weights; int8 calibrates on the run's training images.")
+@click.option("--data", type=click.Path(file_okay=False, path_type=Path), help="A folder of class folders to check the export on (needed for a bare MODEL.keras).")
+@needs_tensorflow
+def export(source: Path, export_format: str, output: Path, quantize: str | None, data: Path | None):
+    """Export a classifier to SavedModel, ONNX or LiteRT, proven equal to the Keras model in a fresh process.
+
+    Prints size, parity and latency on stderr and the exported path on stdout;
+    PATH.export.json beside it records them.
+    """
+    from workbench.export.build import export_model
+    from workbench.export.record import summary
+
+    with contextlib.redirect_stdout(sys.stderr):  # TensorFlow's "Assets written to" lines: stdout is the path alone
+        written = export_model(source, export_format, output, quantize=quantize, data=data)
+    click.echo(summary(written), err=True)
+    click.echo(str(output))
+
+
 if __name__ == "__main__":
     main()

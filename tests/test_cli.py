@@ -22,7 +22,7 @@ try:
     main(sys.argv[1:], prog_name="workbench")
 except SystemExit as exit:
     code = exit.code
-heavy = sorted(m for m in ("tensorflow", "keras", "numpy") if m in sys.modules)
+heavy = sorted(m for m in ("tensorflow", "keras", "numpy", "matplotlib") if m in sys.modules)
 print("IMPORTED:" + ",".join(heavy))
 sys.exit(code)
 """
@@ -40,6 +40,16 @@ def test_help_and_validate_never_import_tensorflow():
     assert validate.returncode == 0, validate.stderr
     assert "IMPORTED:\n" in validate.stdout, validate.stdout
     assert validate.stdout.count(": ok (") == len(RECIPES)
+
+
+def test_runs_never_imports_tensorflow_or_matplotlib(tmp_path):
+    run_dir = tmp_path / "runs" / "listed-20260101-000000"
+    run_dir.mkdir(parents=True)
+    (run_dir / "manifest.json").write_text('{"status": "finished", "kind": "meta", "created": "2026-01-01T00:00:00+00:00"}')
+    listed = run_cli_in_subprocess("runs", str(tmp_path / "runs"))
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.startswith("name ") and "listed-20260101-000000  meta  finished" in listed.stdout
+    assert listed.stdout.endswith("IMPORTED:numpy\n"), listed.stdout  # numpy comes with workbench.runs; nothing heavier
 
 
 def test_example_recipes_are_valid_and_point_at_the_schema():

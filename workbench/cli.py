@@ -331,9 +331,15 @@ def list_runs_command(folder: Path | None, as_json: bool):
 @main.command()
 @click.argument("source", metavar="RUN|MODEL.keras", type=click.Path(path_type=Path))
 @click.option("--format", "export_format", required=True, metavar="saved_model|onnx|litert", help="What to write.")
-@click.option("--output", "-o", required=True, type=click.Path(path_type=Path), help="Where (never overwritten); PATH.export.json goes beside it.")
+@click.option(
+    "--output", "-o", required=True, type=click.Path(path_type=Path), help="Where (never overwritten); PATH.export.json goes beside it."
+)
 @click.option("--quantize", metavar="float16|int8", help="LiteRT only: smaller weights; int8 calibrates on the run's training images.")
-@click.option("--data", type=click.Path(file_okay=False, path_type=Path), help="A folder of class folders to check the export on (needed for a bare MODEL.keras).")
+@click.option(
+    "--data",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="A folder of class folders to check the export on (needed for a bare MODEL.keras).",
+)
 @needs_tensorflow
 def export(source: Path, export_format: str, output: Path, quantize: str | None, data: Path | None):
     """Export a classifier to SavedModel, ONNX or LiteRT, proven equal to the Keras model in a fresh process.

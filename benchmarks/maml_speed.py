@@ -104,8 +104,8 @@ def episodes_pool(cfg: Config, seed: int = 0) -> list:
 def keras_learner(cfg: Config, jit_compile: bool):
     import keras
 
-    from workbench.models.builtin import build_conv4, build_mlp
     from workbench.meta.learner import MetaLearner
+    from workbench.models.builtin import build_conv4, build_mlp
 
     keras.utils.set_random_seed(0)
     if cfg.kind == "sinusoid":

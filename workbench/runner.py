@@ -175,9 +175,7 @@ def _differences(before, after, path: str = "") -> list[str]:
             for change in _differences(before.get(key), after.get(key), f"{path}.{key}" if path else key)
         ]
     if isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
-        return [
-            change for index, pair in enumerate(zip(before, after, strict=True)) for change in _differences(*pair, f"{path}.{index}")
-        ]
+        return [change for index, pair in enumerate(zip(before, after, strict=True)) for change in _differences(*pair, f"{path}.{index}")]
     if before != after:
         return [f"{path or 'recipe'}: {json.dumps(before)} -> {json.dumps(after)}"]
     return []

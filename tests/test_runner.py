@@ -127,7 +127,9 @@ def test_imagenet_weights_that_cannot_be_downloaded_are_one_line_saying_where_to
     assert process.returncode == 2
     assert "Traceback" not in process.stderr
     line = process.stderr.strip().splitlines()[-1]
-    assert line.startswith("base.weights: imagenet: Keras could not download the ImageNet weights of MobileNetV2")
+    assert (
+        line.startswith(f"{recipe}:6:") and "base.weights: imagenet: Keras could not download the ImageNet weights of MobileNetV2" in line
+    )
     assert f"put mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5 in {tmp_path / 'keras' / 'models'}" in line
 
 

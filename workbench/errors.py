@@ -25,7 +25,15 @@ class DataError(WorkbenchError):
 
 
 class ModelError(WorkbenchError):
-    """A model or weights file cannot be found, loaded or cut as asked."""
+    """A model or weights file cannot be found, loaded or cut as asked.
+
+    `field`, where known, is the recipe field at fault, relative to the `base`
+    section (`("weights",)`): the runner places the message at that field's line.
+    """
+
+    def __init__(self, message: str, field: tuple[str, ...] | None = None):
+        super().__init__(message)
+        self.field = field
 
 
 class RunError(WorkbenchError):

@@ -12,9 +12,10 @@ import traceback
 from pathlib import Path
 
 from workbench import devices, interrupts
-from workbench.errors import RunError
+from workbench.errors import ModelError, RunError
 from workbench.interrupts import Interrupted
 from workbench.recipe import load_recipe, to_yaml
+from workbench.recipe.loader import recipe_problem
 from workbench.runs import Run, latest_finished, still_running
 
 log = logging.getLogger(__name__)
@@ -43,8 +44,17 @@ def run_recipe(recipe, recipe_path: Path, runs_dir: Path, overrides: tuple[str, 
             base_run=str(base_run.resolve()) if base_run else None,
             distribute={"strategy": recipe.distribute.strategy, "replicas": strategy.num_replicas_in_sync},
         )
-        _execute(recipe, run, strategy, base_run, resuming=False)
+        try:
+            _execute(recipe, run, strategy, base_run, resuming=False)
+        except ModelError as error:
+            if error.field is None:
+                raise
+            raise recipe_problem(recipe_path, (*_base_field(recipe), *error.field), str(error), overrides) from None
         return run.path if chief else None
+
+
+def _base_field(recipe) -> tuple[str, ...]:
+    return ("base",) if recipe.kind == "transfer" else ("model", "base")
 
 
 def _base_section(recipe):

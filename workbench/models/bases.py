@@ -85,7 +85,7 @@ def _application(name: str, image_shape, weights: str, layer: str | None) -> ker
     except Exception as error:  # keras.utils.get_file raises a bare Exception when it cannot download
         if "URL fetch failure" not in str(error):
             raise
-        raise ModelError(_download_failure(name, str(error))) from None
+        raise ModelError(_download_failure(name, str(error)), field=("weights",)) from None
     if from_file:
         try:
             network.load_weights(weights)
@@ -102,8 +102,8 @@ def _download_failure(name: str, message: str) -> str:
     file_name = url.group(0).rsplit("/", 1)[-1] if url else f"the {name} no-top weights file"
     cache = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
     return (
-        f"base.weights: imagenet: Keras could not download the ImageNet weights of {name} ({url.group(0) if url else 'no network'}); "
-        f"put {file_name} in {cache} (Keras's cache), or set base.weights to a weights file or none"
+        f"imagenet: Keras could not download the ImageNet weights of {name} ({url.group(0) if url else 'no network'}); "
+        f"put {file_name} in {cache} (Keras's cache), or give a weights file here, or none"
     )
 
 

@@ -56,8 +56,18 @@ TIMEOUT = 600
 
 def _workbench(*args):
     return subprocess.Popen(
-        [sys.executable, "-m", "workbench", *map(str, args)], env=ENVIRONMENT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-m", "workbench", *map(str, args)],
+        env=ENVIRONMENT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_as_from_a_terminal,
     )
+
+
+def _as_from_a_terminal():
+    """SIGINT as a command typed at a terminal gets it: CI may start the tests with SIGINT ignored, as for a background job."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _finish(process):
@@ -219,8 +229,25 @@ def test_a_ctrl_c_that_a_finalizer_swallows_still_stops_the_run():
         def __del__(self):
             os.kill(os.getpid(), signal.SIGINT)  # the handler runs here; Python prints and drops its exception
 
-    with pytest.raises(Interrupted) as stopped, interrupts.stop_signals():
-        SignalsWhileFinalized()
-        interrupts.check()
-    assert stopped.value.exit_status == 130
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored on the way out
+    outside = signal.signal(signal.SIGINT, signal.default_int_handler)  # as at a terminal, whatever started the tests
+    try:
+        with pytest.raises(Interrupted) as stopped, interrupts.stop_signals():
+            SignalsWhileFinalized()
+            interrupts.check()
+        assert stopped.value.exit_status == 130
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored on the way out
+    finally:
+        signal.signal(signal.SIGINT, outside)
+
+
+def test_a_signal_ignored_on_purpose_stays_ignored():
+    """A shell starts background jobs with SIGINT ignored; a run must not take it back."""
+    outside = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with interrupts.stop_signals():
+            os.kill(os.getpid(), signal.SIGINT)
+            interrupts.check()
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL  # SIGTERM is still handled
+    finally:
+        signal.signal(signal.SIGINT, outside)

@@ -75,13 +75,15 @@ def _handle(signum, frame):
 
 @contextlib.contextmanager
 def stop_signals():
-    """Handle SIGINT and SIGTERM as described above while inside (main thread only; nestable)."""
+    """Handle SIGINT and SIGTERM as described above while inside (main thread only; nestable; ignored signals stay ignored)."""
     if _State.installed or threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {number: signal.getsignal(number) for number in SIGNALS}
+    # A signal ignored on purpose stays ignored: a shell starts background jobs with SIGINT
+    # ignored, so that a Ctrl-C meant for the foreground does not stop them.
+    previous = {number: signal.getsignal(number) for number in SIGNALS if signal.getsignal(number) is not signal.SIG_IGN}
     _State.installed, _State.received = True, None
-    for number in SIGNALS:
+    for number in previous:
         signal.signal(number, _handle)
     try:
         yield

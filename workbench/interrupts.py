@@ -50,7 +50,7 @@ def requested() -> bool:
 
 def check() -> None:
     """Raise `Interrupted` if a stop signal arrived since the run started."""
-    if _State.received is not None:
+    if requested():
         raise Interrupted(_State.received)
 
 

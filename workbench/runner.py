@@ -58,7 +58,10 @@ def _base_field(recipe) -> tuple[str, ...]:
 
 
 def _base_section(recipe):
-    return recipe.base if recipe.kind == "transfer" else recipe.model.base
+    section = recipe
+    for name in _base_field(recipe):
+        section = getattr(section, name)
+    return section
 
 
 def _find_or_train_base(recipe, lookup: Path, folder: Path) -> Path | None:

@@ -12,9 +12,13 @@ from PIL import Image
 
 from workbench import runs
 from workbench.cli import main
+from workbench.evaluation import Classifier
 from workbench.export.build import export_model
 from workbench.export.parity import FLOAT32_TOLERANCE, QUANTIZED_ACCURACY_DROP, compare
 from workbench.export.record import record_path
+from workbench.export.source import PARITY_TASKS
+from workbench.meta.runner import TEST_SEED
+from workbench.meta.tasks import build_tasks
 from workbench.recipe import load_recipe
 from workbench.runner import run_recipe
 
@@ -43,6 +47,17 @@ outer: {{meta_batch_size: 2, iterations: 2}}
 evaluation: {{tasks: 2, steps: [1], every: 2, validation_tasks: 2}}
 """
 
+SINUSOID_META = """\
+kind: meta
+algorithm: maml
+seed: 2
+tasks: {source: sinusoid, shots: 5, queries: 10}
+model: {builtin: mlp}
+inner: {steps: 1, learning_rate: 0.01}
+outer: {meta_batch_size: 2, iterations: 2}
+evaluation: {tasks: 4, steps: [1], every: 2, validation_tasks: 2}
+"""
+
 SUFFIXES = {"saved_model": "", "onnx": ".onnx", "litert": ".tflite"}
 
 # Each runtime as a user's own code would call it, with nothing from the workbench.
@@ -51,7 +66,8 @@ import sys, numpy as np
 images = np.load(sys.argv[1]); out = {}
 import tensorflow as tf
 signature = tf.saved_model.load(sys.argv[2]).signatures["serving_default"]
-out["saved_model"] = list(signature(image=tf.constant(images)).values())[0].numpy()
+(name,) = signature.structured_input_signature[1]
+out["saved_model"] = list(signature(**{name: tf.constant(images)}).values())[0].numpy()
 import onnxruntime
 session = onnxruntime.InferenceSession(sys.argv[3], providers=["CPUExecutionProvider"])
 out["onnx"] = session.run(None, {session.get_inputs()[0].name: images})[0]
@@ -75,6 +91,31 @@ def _export(*args):
     return CliRunner().invoke(main, ["export", *map(str, args)])
 
 
+def _export_every_format(source, folder, *options):
+    """`source` in every format, float32: {format: (path, record)}."""
+    found = {}
+    for format, suffix in SUFFIXES.items():
+        path = folder / f"model{suffix}"
+        result = _export(source, "--format", format, "--output", path, *options)
+        assert result.exit_code == 0, result.output
+        found[format] = (path, json.loads(record_path(path).read_text()))
+    return found
+
+
+def _outputs_in_a_fresh_process(folder, inputs, exported):
+    """What each exported file gives for `inputs`, run by its own runtime as a user's code would: {format: outputs}."""
+    np.save(folder / "inputs.npy", inputs)
+    paths = [exported[format][0] for format in SUFFIXES]
+    process = subprocess.run(
+        [sys.executable, "-c", STANDALONE, folder / "inputs.npy", *paths, folder / "out.npz"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert process.returncode == 0, process.stderr[-2000:]
+    return dict(np.load(folder / "out.npz"))
+
+
 @pytest.fixture(scope="module")
 def transfer_run(tmp_path_factory):
     return _run(tmp_path_factory.mktemp("transfer"), TRANSFER)
@@ -83,14 +124,12 @@ def transfer_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def exported(transfer_run, tmp_path_factory):
     """The transfer run in every format, float32: {format: (path, record)}."""
-    folder = tmp_path_factory.mktemp("exports")
-    found = {}
-    for format, suffix in SUFFIXES.items():
-        path = folder / f"model{suffix}"
-        result = _export(transfer_run, "--format", format, "--output", path)
-        assert result.exit_code == 0, result.output
-        found[format] = (path, json.loads(record_path(path).read_text()))
-    return found
+    return _export_every_format(transfer_run, tmp_path_factory.mktemp("exports"))
+
+
+@pytest.fixture(scope="module")
+def meta_run(tmp_path_factory):
+    return _run(tmp_path_factory.mktemp("meta"), GLYPH_META)
 
 
 def _held_out(run_dir):
@@ -103,16 +142,7 @@ def _held_out(run_dir):
 def test_every_format_gives_the_keras_probabilities_in_a_fresh_process(transfer_run, exported, tmp_path):
     images, labels = _held_out(transfer_run)
     expected = keras.models.load_model(transfer_run / runs.MODEL_FILE).predict(images, verbose=0)
-    np.save(tmp_path / "images.npy", images)
-    paths = [exported[format][0] for format in SUFFIXES]
-    process = subprocess.run(
-        [sys.executable, "-c", STANDALONE, tmp_path / "images.npy", *paths, tmp_path / "out.npz"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert process.returncode == 0, process.stderr[-2000:]
-    outputs = np.load(tmp_path / "out.npz")
+    outputs = _outputs_in_a_fresh_process(tmp_path, images, exported)
     for format, tolerance in FLOAT32_TOLERANCE.items():
         np.testing.assert_allclose(outputs[format], expected, atol=tolerance, rtol=0, err_msg=format)
         parity = exported[format][1]["parity"]
@@ -182,19 +212,69 @@ def _class_folders(folder, classes, per_class=3):
     return folder
 
 
-def test_a_classifier_that_adapt_wrote_exports_with_data(tmp_path):
-    meta_run = _run(tmp_path, GLYPH_META)
+def test_a_classifier_that_adapt_wrote_exports_with_data_to_every_format(meta_run, tmp_path):
     support = _class_folders(tmp_path / "support", ["cat", "dog"])
     adapted = tmp_path / "adapted.keras"
     result = CliRunner().invoke(main, ["adapt", str(meta_run), "--support", str(support), "--steps", "1", "--output", str(adapted)])
     assert result.exit_code == 0, result.output
     refused = _export(adapted, "--format", "onnx", "--output", tmp_path / "adapted.onnx")
     assert refused.exit_code == 2 and refused.output.count("\n") == 1 and "--data FOLDER" in refused.output
-    result = _export(adapted, "--format", "onnx", "--output", tmp_path / "adapted.onnx", "--data", support)
-    assert result.exit_code == 0, result.output
-    record = json.loads(record_path(tmp_path / "adapted.onnx").read_text())
-    assert record["classes"] == ["cat", "dog"] and record["parity"]["images"] == 6 and record["parity"]["passed"]
-    assert record["parity"]["top1_agreement"] == 1.0
+    exported = _export_every_format(adapted, tmp_path / "exports", "--data", support)
+    images = np.stack([np.asarray(Image.open(file), "float32")[..., None] for file in sorted(support.rglob("*.png"))])
+    expected = Classifier.load(adapted).probabilities(images)
+    outputs = _outputs_in_a_fresh_process(tmp_path, images, exported)
+    for format, tolerance in FLOAT32_TOLERANCE.items():
+        np.testing.assert_allclose(outputs[format], expected, atol=tolerance, rtol=0, err_msg=format)
+        record = exported[format][1]
+        assert record["classes"] == ["cat", "dog"]
+        assert record["parity"]["images"] == 6 and record["parity"]["passed"] and record["parity"]["top1_agreement"] == 1.0
+
+
+def test_a_meta_run_exports_its_initialisation_checked_on_its_meta_test_queries(meta_run, tmp_path):
+    exported = _export_every_format(meta_run, tmp_path / "exports")
+    recipe = runs.Run(meta_run).load_recipe()
+    (episodes,) = build_tasks(recipe.tasks, recipe.seed).samplers["test"].fixed_tasks(PARITY_TASKS, seed=TEST_SEED, chunk_size=PARITY_TASKS)
+    queries = np.asarray(episodes.query_x, "float32").reshape(-1, SIZE, SIZE, 1)
+    logits = keras.models.load_model(meta_run / runs.MODEL_FILE).predict(queries, verbose=0)
+    expected = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    outputs = _outputs_in_a_fresh_process(tmp_path, queries, exported)
+    for format, tolerance in FLOAT32_TOLERANCE.items():
+        np.testing.assert_allclose(outputs[format], expected, atol=tolerance, rtol=0, err_msg=format)
+        record = exported[format][1]
+        assert record["classes"] == ["way 0", "way 1"] and record["output"]["softmax_appended"] is True
+        assert "before adaptation" in record["output"]["meaning"]
+        assert record["parity"]["images"] == PARITY_TASKS * 2 and record["parity"]["top1_agreement"] == 1.0
+        assert record["parity"]["passed"] and "meta-test" in record["parity"]["data"]
+    for options, needed in ((["--quantize", "int8"], "adapted"), (["--data", tmp_path], "meta-test tasks")):
+        result = _export(meta_run, "--format", "litert", "--output", tmp_path / "refused.tflite", *options)
+        assert result.exit_code == 2 and result.output.count("\n") == 1 and needed in result.output, result.output
+    assert not (tmp_path / "refused.tflite").exists()
+
+
+def test_a_sinusoid_meta_run_exports_a_regression_model(tmp_path):
+    run_dir = _run(tmp_path, SINUSOID_META)
+    exported = _export_every_format(run_dir, tmp_path / "exports")
+    x = np.linspace(-5.0, 5.0, 50, dtype="float32")[:, None]
+    expected = keras.models.load_model(run_dir / runs.MODEL_FILE).predict(x, verbose=0)
+    outputs = _outputs_in_a_fresh_process(tmp_path, x, exported)
+    for format, tolerance in FLOAT32_TOLERANCE.items():
+        np.testing.assert_allclose(outputs[format], expected, atol=tolerance, rtol=0, err_msg=format)
+        record = exported[format][1]
+        assert record["input"]["shape"] == [None, 1] and record["output"]["softmax_appended"] is False
+        assert record["classes"] == [] and record["parity"]["top1_agreement"] is None and record["parity"]["passed"]
+        assert record["parity"]["images"] == PARITY_TASKS * 10  # ten queries per task
+    result = _export(run_dir, "--format", "onnx", "--output", tmp_path / "again.onnx")
+    assert result.exit_code == 0 and "top-1" not in result.stderr and "ms/input" in result.stderr, result.output
+
+
+def test_an_export_beyond_tolerance_is_refused_and_nothing_is_written(transfer_run, tmp_path, monkeypatch):
+    # No file can be within a negative distance: the real model goes through the whole refusal path.
+    monkeypatch.setitem(FLOAT32_TOLERANCE, "onnx", -1.0)
+    output = tmp_path / "out" / "model.onnx"
+    result = _export(transfer_run, "--format", "onnx", "--output", output)
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert "onnx: the export differs from the Keras model by up to" in result.output and "nothing was written" in result.output
+    assert list((tmp_path / "out").iterdir()) == []
 
 
 def _bare_model(path, layers):

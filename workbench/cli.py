@@ -342,7 +342,7 @@ def list_runs_command(folder: Path | None, as_json: bool):
 )
 @needs_tensorflow
 def export(source: Path, export_format: str, output: Path, quantize: str | None, data: Path | None):
-    """Export a classifier to SavedModel, ONNX or LiteRT, proven equal to the Keras model in a fresh process.
+    """Export a classifier or a meta run's initialisation to SavedModel, ONNX or LiteRT, proven equal to the Keras model in a fresh process.
 
     Prints size, parity and latency on stderr and the exported path on stdout;
     PATH.export.json beside it records them.

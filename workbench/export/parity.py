@@ -1,4 +1,8 @@
-"""Parity: is the exported model the Keras model? Probabilities compared on the same held-out images."""
+"""Parity: is the exported model the Keras model? Outputs compared on the same held-out inputs.
+
+Classifiers are compared by probabilities, top-1 agreement and accuracy;
+regression models (a sinusoid meta run's initialisation) by their values alone.
+"""
 
 from __future__ import annotations
 
@@ -11,16 +15,20 @@ FLOAT32_TOLERANCE = {"saved_model": 1e-5, "onnx": 1e-5, "litert": 1e-4}
 QUANTIZED_ACCURACY_DROP = 0.01
 
 
-def compare(keras: np.ndarray, exported: np.ndarray, labels: np.ndarray, format: str, quantize: str | None) -> dict:
+def compare(
+    keras: np.ndarray, exported: np.ndarray, labels: np.ndarray, format: str, quantize: str | None, regression: bool = False
+) -> dict:
     """The parity record of export.json: figures, the tolerance applied, and whether it passed."""
-    keras_top1, export_top1 = keras.argmax(-1), exported.argmax(-1)
-    record = {
-        "images": len(labels),
-        "max_abs_diff": float(np.max(np.abs(keras - exported))),
-        "top1_agreement": float(np.mean(keras_top1 == export_top1)),
-        "accuracy_keras": float(np.mean(keras_top1 == labels)),
-        "accuracy_export": float(np.mean(export_top1 == labels)),
-    }
+    record = {"images": len(labels), "max_abs_diff": float(np.max(np.abs(keras - exported)))}
+    if regression:
+        record.update(top1_agreement=None, accuracy_keras=None, accuracy_export=None)
+    else:
+        keras_top1, export_top1 = keras.argmax(-1), exported.argmax(-1)
+        record.update(
+            top1_agreement=float(np.mean(keras_top1 == export_top1)),
+            accuracy_keras=float(np.mean(keras_top1 == labels)),
+            accuracy_export=float(np.mean(export_top1 == labels)),
+        )
     if quantize is None:
         record["tolerance"] = {"max_abs_diff": FLOAT32_TOLERANCE[format]}
         record["passed"] = record["max_abs_diff"] <= FLOAT32_TOLERANCE[format]
@@ -35,9 +43,10 @@ def compare(keras: np.ndarray, exported: np.ndarray, labels: np.ndarray, format:
 def failure(format: str, quantize: str | None, parity: dict) -> str:
     """One line: why the export is refused."""
     if quantize is None:
+        agreement = "" if parity["top1_agreement"] is None else f"; top-1 agreement {parity['top1_agreement']:.1%}"
         return (
-            f"{format}: the export differs from the Keras model by up to {parity['max_abs_diff']:.2e} in a probability "
-            f"(tolerance {parity['tolerance']['max_abs_diff']:.0e}; top-1 agreement {parity['top1_agreement']:.1%} on {parity['images']} images); "
+            f"{format}: the export differs from the Keras model by up to {parity['max_abs_diff']:.2e} in an output "
+            f"(tolerance {parity['tolerance']['max_abs_diff']:.0e}{agreement} on {parity['images']} inputs); "
             "nothing was written"
         )
     return (

@@ -6,7 +6,8 @@ from importlib import metadata
 from pathlib import Path
 
 RECORD_SUFFIX = ".export.json"
-OUTPUT_MEANING = "class probabilities (softmax), one per class in `classes`, in that order"
+IMAGES_IN = "raw images as the Keras model takes them; preprocessing is inside"
+VALUES_IN = "x values, one per row, as the Keras model takes them"
 _PACKAGES = {
     "saved_model": ("tensorflow",),
     "onnx": ("tf2onnx", "onnx", "onnxruntime"),
@@ -41,9 +42,9 @@ def build(format: str, quantize: str | None, source: str, subject, runtime: dict
         "quantize": quantize,
         "source": source,
         "versions": versions(format),
-        "input": {**runtime["input"], "meaning": "raw images as the Keras model takes them; preprocessing is inside"},
+        "input": {**runtime["input"], "meaning": VALUES_IN if subject.regression else IMAGES_IN},
         "output": {
-            "meaning": OUTPUT_MEANING,
+            "meaning": subject.output_meaning,
             "softmax_appended": subject.softmax_appended,  # the Keras model ended in logits
             "left_out": subject.left_out,  # augmentation layers: identity at inference, random ops in the graph
         },
@@ -60,11 +61,17 @@ def summary(record: dict) -> str:
     """What `workbench export` prints: size, parity and speed, runtime beside Keras."""
     parity = record["parity"]
     kind = record["format"] + (f" {record['quantize']}" if record["quantize"] else "")
+    figures = f"max |diff| {parity['max_abs_diff']:.2e}"
+    if parity["top1_agreement"] is not None:
+        figures += (
+            f", top-1 agreement {parity['top1_agreement']:.1%}, "
+            f"accuracy {parity['accuracy_keras']:.1%} keras / {parity['accuracy_export']:.1%} export"
+        )
+    unit = "input" if record["input"]["meaning"] == VALUES_IN else "image"
     lines = [
-        f"{kind}: {record['bytes'] / 1e6:.2f} MB; parity on {parity['images']} images ({parity['data']}): "
-        f"max |diff| {parity['max_abs_diff']:.2e}, top-1 agreement {parity['top1_agreement']:.1%}, "
-        f"accuracy {parity['accuracy_keras']:.1%} keras / {parity['accuracy_export']:.1%} export",
-        f"{'runtime':<8} {'batch':>5} {'ms/image':>9} {'images/s':>9}",
+        f"{kind}: {record['bytes'] / 1e6:.2f} MB; parity on {parity['images']} {unit}s ({parity['data']}): {figures}",
+        f"output: {record['output']['meaning']}",
+        f"{'runtime':<8} {'batch':>5} {f'ms/{unit}':>9} {f'{unit}s/s':>9}",
     ]
     for name in ("keras", "export"):
         for batch, latency in record["latency_ms"][name].items():

@@ -1,9 +1,12 @@
-"""What an export starts from: the classifier, its class names, the held-out images to prove it on, calibration images.
+"""What an export starts from: the model, what its outputs mean, the held-out inputs to prove it on, calibration images.
 
-A run directory (or the `model.keras` in one) brings its own held-out images,
-the recipe's test split, and its training images for int8 calibration. A bare
-`.keras` classifier (what `workbench adapt` writes) brings neither: `--data`
-names a folder of class folders for both.
+A transfer run directory (or the `model.keras` in one) brings its own held-out
+images, the recipe's test split, and its training images for int8 calibration.
+A bare `.keras` classifier (what `workbench adapt` writes) brings neither:
+`--data` names a folder of class folders for both. A meta run exports its
+meta-learned initialisation, checked on the query inputs of its own meta-test
+tasks: for classification its outputs are the probabilities of a task's ways
+before adaptation, for regression (sinusoids) the predicted y of each x.
 """
 
 from __future__ import annotations
@@ -17,6 +20,13 @@ from workbench import runs
 from workbench.errors import ArgumentError, ModelError, RunError
 
 CALIBRATION_IMAGES = 300  # int8 ranges from a few hundred training images
+PARITY_TASKS = 20  # meta runs: the first meta-test tasks' queries are the parity inputs
+
+CLASSIFIER_OUTPUT = "class probabilities (softmax), one per class in `classes`, in that order"
+WAYS_OUTPUT = (
+    "probabilities of a task's {ways} ways before adaptation (the meta-learned initialisation); `workbench adapt` it for named classes"
+)
+REGRESSION_OUTPUT = "the predicted y of each x before adaptation (the meta-learned initialisation)"
 
 
 @dataclass
@@ -29,6 +39,8 @@ class Subject:
     data: str  # where the images came from
     softmax_appended: bool
     left_out: list[str]  # augmentation layers, which act only in training
+    output_meaning: str = CLASSIFIER_OUTPUT
+    regression: bool = False  # outputs are values, not probabilities: parity compares values only
     calibration: np.ndarray | None = None
     calibration_data: str | None = None
 
@@ -39,6 +51,8 @@ def load_subject(path: Path, data: Path | None, calibrate: bool) -> Subject:
 
     path = Path(path)
     run = _finished_run(path)
+    if run is not None and run.manifest.get("kind") == "meta":
+        return _meta_subject(run, data, calibrate)
     classifier = Classifier.load(path)
     if classifier.model.inputs[0].dtype != "float32":
         raise ModelError(f"{path}: takes {classifier.model.inputs[0].dtype} inputs; exports take float32 images")
@@ -81,6 +95,33 @@ def _finished_run(path: Path) -> runs.Run | None:
     return run
 
 
+def _meta_subject(run: runs.Run, data: Path | None, calibrate: bool) -> Subject:
+    """A meta run's initialisation, with the query inputs of its first meta-test tasks to check it on."""
+    from workbench.meta.runner import TEST_SEED
+    from workbench.meta.tasks import build_tasks
+    from workbench.models.bases import load_model
+
+    adapt_first = f"`workbench adapt {run.path} --support FOLDER -o MODEL.keras`, then export MODEL.keras with --data"
+    if data is not None:
+        raise ArgumentError(f"{run.path}: a meta run is checked on its own meta-test tasks, not --data; for your classes, {adapt_first}")
+    if calibrate:
+        raise ArgumentError(f"{run.path}: an initialisation is quantized once it is adapted; {adapt_first} and --quantize")
+    recipe = run.load_recipe()
+    tasks = build_tasks(recipe.tasks, recipe.seed)
+    (episodes,) = tasks.samplers["test"].fixed_tasks(PARITY_TASKS, seed=TEST_SEED, chunk_size=PARITY_TASKS)
+    inputs = np.asarray(episodes.query_x, "float32")
+    inputs = inputs.reshape(-1, *inputs.shape[2:])
+    labels = np.asarray(episodes.query_y).reshape(-1)
+    model = load_model(run.file(runs.MODEL_FILE))
+    if tasks.regression:
+        meaning, names = REGRESSION_OUTPUT, []
+    else:
+        meaning, names = WAYS_OUTPUT.format(ways=tasks.outputs), [f"way {index}" for index in range(tasks.outputs)]
+    model, exported, appended, left_out = for_export(model, probabilities=not tasks.regression)
+    data = f"the queries of {PARITY_TASKS} meta-test tasks"
+    return Subject(model, exported, names, inputs, labels, data, appended, left_out, meaning, regression=tasks.regression)
+
+
 def _training_images(run: runs.Run) -> np.ndarray:
     from workbench.data.datasets import load_image_splits
 
@@ -94,17 +135,17 @@ def _training_images(run: runs.Run) -> np.ndarray:
     return np.concatenate(batches)[:CALIBRATION_IMAGES].astype("float32")
 
 
-def for_export(model):
+def for_export(model, probabilities: bool = True):
     """The model to compare with, the model to export, whether a softmax was appended, and the layers left out.
 
-    A model with logits out gets a softmax, so that every export outputs
-    probabilities. Augmentation layers go from the exported model: they act only
+    A classifier with logits out gets a softmax, so that every export outputs
+    probabilities (`probabilities=False`: a regression model, left as it is). Augmentation layers go from the exported model: they act only
     in training, but their random ops stay in the traced graph, and neither ONNX
     nor LiteRT has them. Parity is measured against the model with them.
     """
     import keras
 
-    appended = not _ends_in_softmax(model)
+    appended = probabilities and not _ends_in_softmax(model)
     if appended:
         probabilities = keras.layers.Softmax(name="probabilities")(model.outputs[0])
         model = keras.Model(model.inputs, probabilities, name=f"{model.name}_probabilities")

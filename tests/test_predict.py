@@ -13,6 +13,7 @@ from PIL import Image
 
 from workbench import runs
 from workbench.cli import main
+from workbench.headline import headline
 from workbench.recipe import load_recipe
 from workbench.runner import run_recipe
 
@@ -52,15 +53,6 @@ evaluation: {tasks: 4, steps: [1, 2], every: 2, validation_tasks: 2}
 """
 
 
-class _Messages(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.INFO)
-        self.messages = []
-
-    def emit(self, record):
-        self.messages.append(record.getMessage())
-
-
 def _run(folder, text):
     path = folder / "recipe.yaml"
     path.write_text(text)
@@ -79,17 +71,7 @@ def glyph_meta_run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def sinusoid_run(tmp_path_factory):
-    """The run directory and what the meta runner logged while making it."""
-    logger = logging.getLogger("workbench.meta.runner")
-    handler, level = _Messages(), logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        run_dir = _run(tmp_path_factory.mktemp("sinusoid"), SINUSOID)
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-    return run_dir, handler.messages
+    return _run(tmp_path_factory.mktemp("sinusoid"), SINUSOID)
 
 
 def _save_image(path, seed, format=None):
@@ -109,7 +91,7 @@ def _predict(*args):
 
 
 def test_predict_on_a_sinusoid_meta_run_is_a_one_line_error(sinusoid_run, tmp_path):
-    run_dir, _ = sinusoid_run
+    run_dir = sinusoid_run
     image = _save_image(tmp_path / "x.png", 0)
     for model in (run_dir, run_dir / runs.MODEL_FILE):
         result = _predict(model, image)
@@ -221,9 +203,9 @@ def test_top_k_is_clamped_and_outputs_without_a_name_are_class_n(tmp_path):
     assert mismatched.exit_code == 2 and "names 6 classes but the model has 5 outputs" in mismatched.output
 
 
-def test_the_runner_log_and_evaluate_say_1_step(sinusoid_run):
-    run_dir, messages = sinusoid_run
-    meta_test = [message for message in messages if message.startswith("meta-test")]
+def test_the_headline_and_evaluate_say_1_step(sinusoid_run):
+    run_dir = sinusoid_run
+    meta_test = headline(run_dir).splitlines()
     assert [message.split(":")[0] for message in meta_test] == ["meta-test mse after 1 step", "meta-test mse after 2 steps"]
     result = CliRunner().invoke(main, ["evaluate", str(run_dir)])
     assert result.exit_code == 0, result.output

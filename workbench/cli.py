@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import json
 import logging
 import os
@@ -350,7 +351,8 @@ def export(source: Path, export_format: str, output: Path, quantize: str | None,
     from workbench.export.build import export_model
     from workbench.export.record import summary
 
-    with contextlib.redirect_stdout(sys.stderr):  # TensorFlow's "Assets written to" lines: stdout is the path alone
+    # TensorFlow prints "Assets written to" a staging folder that is gone once the export is proven.
+    with contextlib.redirect_stdout(io.StringIO()):
         written = export_model(source, export_format, output, quantize=quantize, data=data)
     click.echo(summary(written), err=True)
     click.echo(str(output))

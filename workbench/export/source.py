@@ -101,13 +101,15 @@ def _meta_subject(run: runs.Run, data: Path | None, calibrate: bool) -> Subject:
     from workbench.meta.tasks import build_tasks
     from workbench.models.bases import load_model
 
+    recipe = run.load_recipe()
+    tasks = build_tasks(recipe.tasks, recipe.seed)
     adapt_first = f"`workbench adapt {run.path} --support FOLDER -o MODEL.keras`, then export MODEL.keras with --data"
     if data is not None:
         raise ArgumentError(f"{run.path}: a meta run is checked on its own meta-test tasks, not --data; for your classes, {adapt_first}")
+    if calibrate and tasks.regression:
+        raise ArgumentError(f"{run.path}: a regression initialisation exports in float32 only; leave out --quantize")
     if calibrate:
         raise ArgumentError(f"{run.path}: an initialisation is quantized once it is adapted; {adapt_first} and --quantize")
-    recipe = run.load_recipe()
-    tasks = build_tasks(recipe.tasks, recipe.seed)
     (episodes,) = tasks.samplers["test"].fixed_tasks(PARITY_TASKS, seed=TEST_SEED, chunk_size=PARITY_TASKS)
     inputs = np.asarray(episodes.query_x, "float32")
     inputs = inputs.reshape(-1, *inputs.shape[2:])

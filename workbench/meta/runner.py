@@ -19,7 +19,6 @@ import numpy as np
 from workbench import interrupts, runs
 from workbench.devices import use_xla
 from workbench.errors import DataError, TrainingError
-from workbench.evaluation import format_meta_result
 from workbench.history import HistoryFile
 from workbench.meta.learner import MetaLearner, summarize
 from workbench.meta.tasks import TaskDistribution, build_tasks
@@ -289,8 +288,6 @@ class MetaTraining:
         self.learner.save_inner_rates(self.run.file(runs.INNER_RATES_FILE))
         self.run.write_json(runs.ADAPTATION_FILE, adaptation_settings(self.recipe, self.tasks))
         self.run.write_json(runs.METRICS_FILE, metrics)
-        for entry in results:
-            log.info("meta-test %s", format_meta_result(self.tasks.metric, entry))
         return metrics
 
 

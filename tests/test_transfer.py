@@ -195,6 +195,9 @@ def test_a_run_leaves_the_artifacts_of_design(finished_run):
     assert [phase["name"] for phase in metrics["phases"]] == ["head", "fine-tune"]
     assert {"val_loss", "val_accuracy", "epochs", "best_epoch", "monitor"} <= set(metrics["phases"][0])
     assert set(metrics["test"]) == {"loss", "accuracy", "examples"}
+    for key in ("training_seconds", "training_cpu_seconds"):
+        assert all(phase[key] > 0 for phase in metrics["phases"])
+        assert metrics[key] == pytest.approx(sum(phase[key] for phase in metrics["phases"]))
     history = (run_dir / runs.HISTORY_FILE).read_text().splitlines()
     assert history[0].startswith("phase,epoch") and len(history) == 1 + 3
     assert [row.split(",")[0] for row in history[1:]] == ["head", "head", "fine-tune"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import sys
+import time
 from pathlib import Path
 
 import keras
@@ -69,7 +70,7 @@ def train_transfer(recipe, run: runs.Run, base_run: Path | None = None, resuming
         if saved and state["phase"] >= len(recipe.schedule):
             runs.load_variables(model.variables, saved[1] / runs.MODEL_VARIABLES)
             _compile(model, recipe)  # only to evaluate: every phase trained before the resume point
-        metrics = {"phases": phases, **_test_metrics(model, data)}
+        metrics = {"phases": phases, **_training_time(phases), **_test_metrics(model, data)}
     runs.save_model(model, run.file(runs.MODEL_FILE))
     if recipe.baseline == "scratch":
         metrics["baseline"] = {"scratch": _scratch_baseline(model, recipe, data, run, history)}
@@ -108,6 +109,15 @@ def _log_resume_position(recipe, state: dict) -> None:
             log.info("resuming at the start of phase %s", phase.name)
     else:
         log.info("resuming after the last phase (%d phases done)", len(recipe.schedule))
+
+
+def _training_time(phases: list[dict]) -> dict:
+    """Wall-clock and CPU seconds (all threads) of fitting, over every phase; None where a phase predates the record."""
+    totals = {}
+    for key in ("training_seconds", "training_cpu_seconds"):
+        values = [phase.get(key) for phase in phases]
+        totals[key] = None if None in values else sum(values)
+    return totals
 
 
 def _test_metrics(model: keras.Model, data: ImageSplits) -> dict:
@@ -207,6 +217,7 @@ def fit_phase(
     trainable = sum(int(v.numpy().size) for v in model.trainable_weights)
     log.info("phase %s: %d trainable parameters, %d frozen", phase.name, trainable, model.count_params() - trainable)
     epochs = initial_epoch
+    clock = (time.perf_counter(), time.process_time())
     if initial_epoch < phase.epochs and not stopped:
         fitted = model.fit(
             data.train,
@@ -218,6 +229,7 @@ def fit_phase(
             verbose=1 if sys.stdout.isatty() else 2,
         )
         epochs += len(fitted.epoch)
+    spent = {"training_seconds": time.perf_counter() - clock[0], "training_cpu_seconds": time.process_time() - clock[1]}
     checkpoint.restore(model)
     # Epochs count from 1, as Keras prints them; None when no epoch reported the monitor.
     result = {
@@ -227,6 +239,7 @@ def fit_phase(
         "best_epoch": checkpoint.best_epoch,
         "trainable_parameters": trainable,
         "frozen_parameters": model.count_params() - trainable,
+        **spent,  # this session's fitting: a phase resumed midway counts from the resume point
     }
     if validation is not None:
         loss, accuracy = model.evaluate(validation, verbose=0)

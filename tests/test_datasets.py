@@ -83,6 +83,26 @@ def test_glyph_source_draws_the_requested_classes():
     assert splits.counts == {"train": 18, "validation": 6, "test": 6}
 
 
+def _all(pipeline):
+    batches = list(pipeline)
+    return np.concatenate([x.numpy() for x, _ in batches]), np.concatenate([y.numpy() for _, y in batches])
+
+
+def test_rotations_are_new_classes_and_an_image_keeps_its_rotations_in_its_split():
+    fields = dict(source="synthetic", name="glyphs", classes=3, samples=10, image_size=[16, 16], channels=1, validation=0.2, test=0.2)
+    plain = load_image_splits(Data(**fields), seed=0)
+    rotated = load_image_splits(Data(**fields, rotations=[0, 90, 180]), seed=0)
+    assert rotated.class_names[:4] == ["glyph-0@0", "glyph-0@90", "glyph-0@180", "glyph-1@0"] and len(rotated.class_names) == 9
+    assert rotated.counts == {split: 3 * count for split, count in plain.counts.items()}
+    for split in ("validation", "test"):
+        images, labels = _all(getattr(plain, split))
+        turned_images, turned_labels = _all(getattr(rotated, split))
+        for turn in range(3):  # class i turned by rotations[j] is class 3 * i + j: the split's images, turned
+            kept = turned_labels % 3 == turn
+            np.testing.assert_array_equal(turned_labels[kept] // 3, labels)
+            np.testing.assert_array_equal(turned_images[kept], np.rot90(images, turn, axes=(1, 2)))
+
+
 def test_hub_base_without_keras_hub_is_a_clear_error():
     pytest.importorskip("keras", reason="keras is a dependency")
     try:

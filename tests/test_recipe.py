@@ -299,7 +299,7 @@ NOT_APPLICABLE = [
         _replace("name: glyphs", "name: glyphs\n  include: '^a'"),
         "5:3",
         "data.include: unknown field; include does not apply to source: synthetic; expected one of: "
-        "source, image_size, channels, batch_size, augment, validation, test, per_class, name, classes, first_class, samples",
+        "source, image_size, channels, batch_size, augment, validation, test, per_class, rotations, name, classes, first_class, samples",
     ),
     (
         "per_class of tfds data",

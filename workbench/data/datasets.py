@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from workbench.data.episodes import rotate_classes, rotated_names
 from workbench.data.images import ImageFolder
 from workbench.data.sources import MIN_CLASSES, ClassImages, folder_classes, glyph_classes, glyph_names, require_classes, tfds_classes
 from workbench.errors import DataError
@@ -129,17 +130,30 @@ def load_image_splits(data, seed: int) -> ImageSplits:
         return _tfds_splits(data, seed)
     classes = _in_memory_source(data, seed)
     train, valid, held = split_per_class(classes.labels, data.validation, data.test, data.per_class, seed, classes.names)
-    images, labels = classes.images, classes.labels
-    train_pipeline, shuffle_epoch = _shuffled_pipeline(images[train], labels[train], data.batch_size, seed)
+    splits = [_rotated(classes.images[indices], classes.labels[indices], data.rotations) for indices in (train, valid, held)]
+    (train_images, train_labels), (valid_images, valid_labels), (held_images, held_labels) = splits
+    train_pipeline, shuffle_epoch = _shuffled_pipeline(train_images, train_labels, data.batch_size, seed)
     return ImageSplits(
         train=train_pipeline,
-        validation=_pipeline(images[valid], labels[valid], data.batch_size) if len(valid) else None,
-        test=_pipeline(images[held], labels[held], data.batch_size) if len(held) else None,
-        class_names=list(classes.names),
-        image_shape=tuple(images.shape[1:]),
-        counts={"train": len(train), "validation": len(valid), "test": len(held)},
+        validation=_pipeline(valid_images, valid_labels, data.batch_size) if len(valid) else None,
+        test=_pipeline(held_images, held_labels, data.batch_size) if len(held) else None,
+        class_names=rotated_names(classes.names, data.rotations),
+        image_shape=tuple(classes.images.shape[1:]),
+        counts={"train": len(train_labels), "validation": len(valid_labels), "test": len(held_labels)},
         shuffle_epoch=shuffle_epoch,
     )
+
+
+def _rotated(images: np.ndarray, labels: np.ndarray, rotations: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Each rotation of a class as a new class, numbered as `rotated_names` names them: class i at rotations[j] is i * R + j.
+
+    Rotating after the split keeps every rotation of an image in that image's split.
+    """
+    if list(rotations) == [0]:
+        return images, labels
+    turned = rotate_classes([images], rotations)  # one "class" of these images per rotation
+    count = len(rotations)
+    return np.concatenate(turned), np.concatenate([labels * count + index for index in range(count)]).astype(labels.dtype)
 
 
 def _in_memory_source(data, seed: int) -> ClassImages:

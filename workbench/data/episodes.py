@@ -133,6 +133,13 @@ def rotate_classes(images_by_class: Sequence[np.ndarray], rotations: Sequence[in
     return [np.rot90(images, turn, axes=(1, 2)) for images in images_by_class for turn in turns]
 
 
+def rotated_names(names: Sequence[str], rotations: Sequence[int]) -> list[str]:
+    """The names of `rotate_classes`' classes, in its order: `name@angle`, or the names themselves without rotations."""
+    if list(rotations) == [0]:
+        return list(names)
+    return [f"{name}@{angle}" for name in names for angle in rotations]
+
+
 def check_ways(classes: int, ways: int, split: str | None = None) -> None:
     """Refuses `ways`-way tasks over fewer than `ways` classes (those of `split`, for the message)."""
     if classes < ways:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from workbench.data.episodes import EpisodeSampler, rotate_classes, split_classes
+from workbench.data.episodes import EpisodeSampler, rotate_classes, rotated_names, split_classes
 from workbench.data.episodes_types import Episodes
 from workbench.data.images import ImageFolder
 from workbench.data.sinusoid import SinusoidTasks
@@ -74,7 +74,7 @@ def build_tasks(tasks, seed: int) -> TaskDistribution:
         images, names = by_split[name]
         if tasks.rotations != [0]:
             images = rotate_classes(images, tasks.rotations)
-            names = _rotated_names(names, tasks.rotations)
+            names = rotated_names(names, tasks.rotations)
         samplers[name] = EpisodeSampler(
             images, tasks.ways, tasks.shots, tasks.queries, seed=seed * 3 + index, class_names=names, split=f"meta-{name}"
         )
@@ -101,15 +101,8 @@ def listed_task_classes(tasks, seed: int) -> dict[str, dict[str, int]]:
     rotated = {}
     for name, counts in listed.items():
         repeated = [count for count in counts.values() for _ in tasks.rotations]
-        rotated[name] = dict(zip(_rotated_names(list(counts), tasks.rotations), repeated, strict=True))
+        rotated[name] = dict(zip(rotated_names(list(counts), tasks.rotations), repeated, strict=True))
     return rotated
-
-
-def _rotated_names(names: list[str], rotations: list[int]) -> list[str]:
-    """The names of `rotate_classes`' classes, in its order."""
-    if rotations == [0]:
-        return list(names)
-    return [f"{name}@{angle}" for name in names for angle in rotations]
 
 
 def _class_images(tasks, seed: int) -> dict[str, tuple[list[np.ndarray], list[str]]]:

@@ -1,11 +1,11 @@
 """Recipes: the YAML format of workbench runs, loaded and validated without TensorFlow."""
 
 from workbench.recipe.loader import Problem, load_recipe, load_resolved_recipe
-from workbench.recipe.schema import MetaRecipe, Recipe, TransferRecipe
+from workbench.recipe.schema import CompareRecipe, MetaRecipe, Recipe, TransferRecipe
 
 
 def json_schema() -> dict:
-    """The JSON Schema of both recipe kinds, for editors that complete YAML."""
+    """The JSON Schema of every recipe kind, for editors that complete YAML."""
     import pydantic
 
     schema = pydantic.TypeAdapter(Recipe).json_schema()
@@ -21,4 +21,14 @@ def to_yaml(recipe) -> str:
     return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
 
 
-__all__ = ["MetaRecipe", "Problem", "Recipe", "TransferRecipe", "load_resolved_recipe", "json_schema", "load_recipe", "to_yaml"]
+__all__ = [
+    "CompareRecipe",
+    "MetaRecipe",
+    "Problem",
+    "Recipe",
+    "TransferRecipe",
+    "load_resolved_recipe",
+    "json_schema",
+    "load_recipe",
+    "to_yaml",
+]

@@ -25,6 +25,7 @@ from workbench.recipe.schema import RECIPE_KINDS
 
 MAX_BYTES = 1_000_000
 MAX_NODES = 50_000
+_KIND_CHOICES = " | ".join(RECIPE_KINDS)
 
 FieldPath = tuple[Any, ...]
 
@@ -258,14 +259,14 @@ def _recipe_model(document: Document) -> type[pydantic.BaseModel]:
     """The recipe model that the document's `kind` names."""
     data = document.data
     if data is None:
-        raise RecipeError([Problem(document.origin, 1, 1, "", "recipe is empty; expected a mapping with kind: transfer or kind: meta")])
+        raise RecipeError([Problem(document.origin, 1, 1, "", f"recipe is empty; expected a mapping with kind: {_KIND_CHOICES}")])
     if not isinstance(data, dict):
         raise RecipeError(
-            [document.problem((), f"the top level must be a mapping with kind: transfer or kind: meta. Received: a {type(data).__name__}")]
+            [document.problem((), f"the top level must be a mapping with kind: {_KIND_CHOICES}. Received: a {type(data).__name__}")]
         )
     kind = data.get("kind")
     if kind is None:
-        raise RecipeError([document.problem(("kind",), "field required; expected transfer or meta")])
+        raise RecipeError([document.problem(("kind",), f"field required; expected {_KIND_CHOICES}")])
     model = RECIPE_KINDS.get(kind) if isinstance(kind, str) else None
     if model is None:
         near = difflib.get_close_matches(str(kind), RECIPE_KINDS, n=1)

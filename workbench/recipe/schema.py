@@ -30,6 +30,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError, ValidationError
 
 from workbench.recipe import paths
 
@@ -165,6 +166,20 @@ def _dataset_path(value: str, info: ValidationInfo) -> str:
 DatasetPath = Annotated[str, AfterValidator(_dataset_path)]
 
 
+def _class_pattern(value: str) -> str:
+    return _regex(value, "include")
+
+
+ClassPattern = Annotated[str, AfterValidator(_class_pattern)]
+
+
+def _field_error(loc: tuple[str | int, ...], message: str, received: Any) -> ValidationError:
+    """A validation error at `loc` below the model being validated, for checks across fields that blame one of them."""
+    return ValidationError.from_exception_data(
+        "recipe", [{"type": PydanticCustomError("value_error", message), "loc": loc, "input": received}]
+    )
+
+
 class Section(BaseModel):
     """A recipe section: unknown keys are errors, values are not coerced."""
 
@@ -216,6 +231,9 @@ class HeldOutData(ImageData):
     validation: Fraction = Field(0.2, description="Fraction of each class held out for validation.")
     test: Fraction = Field(0.0, description="Fraction of each class held out for the final test.")
     per_class: Count | None = Field(None, description="Training examples kept per class (few-shot); none: all that remain.")
+    rotations: list[Literal[0, 90, 180, 270]] = Field(
+        [0], description="Each rotation of a class is a new class, e.g. [0, 90, 180, 270]; an image and its rotations share a split."
+    )
 
     @model_validator(mode="after")
     def _check_fractions(self) -> HeldOutData:
@@ -231,12 +249,7 @@ class FolderData(HeldOutData):
     path: DatasetPath = Field(
         description="The directory or .zip; relative paths are looked up beside the recipe, then under the data root."
     )
-    include: str | None = Field(None, description="Keep only the classes whose folder path matches this regular expression.")
-
-    @field_validator("include")
-    @classmethod
-    def _check_include(cls, value: str | None) -> str | None:
-        return None if value is None else _regex(value, "include")
+    include: ClassPattern | None = Field(None, description="Keep only the classes whose folder path matches this regular expression.")
 
 
 class SyntheticData(HeldOutData):
@@ -435,19 +448,24 @@ class Distribute(Section):
         return self
 
 
-class RecipeFields(Section):
-    """The fields of both recipe kinds."""
+class RecipeIdentity(Section):
+    """The fields of every recipe kind."""
 
     name: str | None = Field(None, description="Names the run; default: the recipe's file name.")
     seed: int = Field(1337, description="Seeds every random choice: runs are deterministic for a given seed.")
-    jit_compile: Literal["auto"] | bool = Field("auto", description="XLA; auto: on GPUs, and on CPU for nets without convolutions.")
-    distribute: Distribute = Field(Distribute(), description="Where training runs.")
 
     @model_validator(mode="after")
-    def _default_name(self, info: ValidationInfo) -> RecipeFields:
+    def _default_name(self, info: ValidationInfo) -> RecipeIdentity:
         if self.name is None:
             self.name = (info.context or {}).get("default_name", self.kind)
         return self
+
+
+class RecipeFields(RecipeIdentity):
+    """The fields of both training recipe kinds."""
+
+    jit_compile: Literal["auto"] | bool = Field("auto", description="XLA; auto: on GPUs, and on CPU for nets without convolutions.")
+    distribute: Distribute = Field(Distribute(), description="Where training runs.")
 
 
 class TransferRecipe(RecipeFields):
@@ -496,13 +514,18 @@ class SinusoidTaskSource(TaskShape):
 META_VALIDATION, META_TEST = 0.1, 0.2  # fractions of the classes; folder sources may name other folders instead
 
 
-class ImageTaskSource(TaskShape):
-    """N-way classification tasks from the classes of an image source."""
+class EpisodeImages(TaskShape):
+    """N-way classification tasks of images: what meta-learning and compare tasks share."""
 
     ways: Annotated[int, Field(ge=2)] = Field(5, description="Classes per task.")
     image_size: ImageSize = Field([28, 28])
     channels: Channels = Field(1)
     rotations: list[Literal[0, 90, 180, 270]] = Field([0], description="Each rotation of a class is a new class, e.g. [0, 90, 180, 270].")
+
+
+class ImageTaskSource(EpisodeImages):
+    """N-way classification tasks from the classes of an image source."""
+
     validation: Fraction = Field(META_VALIDATION, description="Fraction of the classes kept for meta-validation.")
     test: Fraction = Field(META_TEST, description="Fraction of the classes kept for meta-testing.")
 
@@ -633,13 +656,15 @@ def _step_list(value: Any) -> Any:
     return [value] if isinstance(value, int) and not isinstance(value, bool) else value
 
 
+StepCounts = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1), BeforeValidator(_step_list)]
+TEST_TASKS = 600  # the few-shot papers' protocol: mean and 95% interval over 600 tasks
+
+
 class Evaluation(Section):
     """Meta-validation during training and the final meta-test."""
 
-    tasks: Count = Field(600, description="Meta-test tasks, fixed by the seed.")
-    steps: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1), BeforeValidator(_step_list)] = Field(
-        [1], description="Inner steps after which the meta-test is reported: one count or a list."
-    )
+    tasks: Count = Field(TEST_TASKS, description="Meta-test tasks, fixed by the seed.")
+    steps: StepCounts = Field([1], description="Inner steps after which the meta-test is reported: one count or a list.")
     every: Count = Field(1000, description="Meta-validate every this many outer iterations and keep the best.")
     validation_tasks: Count = Field(100, description="Meta-validation tasks, fixed by the seed.")
 
@@ -680,8 +705,172 @@ class MetaRecipe(RecipeFields):
         return self
 
 
-Recipe = Annotated[TransferRecipe | MetaRecipe, Field(discriminator="kind")]
-RECIPE_KINDS = {"transfer": TransferRecipe, "meta": MetaRecipe}
+# ---------------------------------------------------------------- compare
+
+LAKE_RUNS_PATH = "omniglot/all_runs.zip"
+
+
+class CompareFolderTasks(EpisodeImages):
+    """Episodes from every class of a directory or .zip archive: all of them are test classes."""
+
+    source: Literal["folder"] = Field(description="A directory or .zip archive of class folders.")
+    path: DatasetPath = Field(
+        description="The directory or .zip; relative paths are looked up beside the recipe, then under the data root."
+    )
+    include: ClassPattern | None = Field(
+        None, description="Keep only the classes whose folder path matches this regular expression; none: every class."
+    )
+
+
+class CompareTfdsTasks(EpisodeImages):
+    """Episodes from every class of one split of a TensorFlow Datasets dataset."""
+
+    source: Literal["tfds"] = Field(description="A TensorFlow Datasets dataset.")
+    name: str = Field(description="The TFDS dataset name, e.g. omniglot.")
+    split: str = Field("test", description="The TFDS split whose classes are the test classes.")
+    data_dir: str | None = Field(None, description="Where TFDS keeps its data; none: the TFDS default.")
+
+
+class CompareSyntheticTasks(EpisodeImages):
+    """Episodes from glyph classes first_class, first_class + 1, ...: pick classes that no entrant trains on."""
+
+    source: Literal["synthetic"] = Field(description="Classes drawn by a generator from the seed.")
+    name: _named("synthetic generator", SYNTHETIC_GENERATORS) = Field(description="The generator, e.g. glyphs.")
+    classes: Annotated[int, Field(ge=2)] = Field(200, description="Number of test classes drawn.")
+    first_class: Annotated[int, Field(ge=0)] = Field(0, description="Index of the first class drawn (other indices give other classes).")
+    samples: Annotated[int, Field(ge=2)] = Field(20, description="Examples drawn per class.")
+
+
+class LakeRunsTasks(Section):
+    """Lake et al.'s 20-way one-shot test: the 20 runs of all_runs.zip, as published, not sampled."""
+
+    source: Literal["lake_runs"] = Field(description="The runs of Lake's all_runs.zip.")
+    path: DatasetPath = Field(
+        LAKE_RUNS_PATH,
+        validate_default=True,
+        description="all_runs.zip (or its unpacked folder); relative paths are looked up beside the recipe, then under the data root.",
+    )
+    image_size: ImageSize = Field([28, 28])
+    channels: Channels = Field(1)
+
+
+CompareTasks = Annotated[
+    SinusoidTaskSource | CompareFolderTasks | CompareTfdsTasks | CompareSyntheticTasks | LakeRunsTasks,
+    Field(discriminator="source"),
+]
+
+
+class CompareEvaluation(Section):
+    """The fixed test episodes every entrant is scored on, and after how many adaptation steps."""
+
+    tasks: Count | None = Field(
+        None,
+        description=f"Test episodes, drawn once from the seed; default {TEST_TASKS}. lake_runs: every run of the file, so leave it out.",
+    )
+    steps: StepCounts = Field([1], description="Adaptation steps after which every entrant is scored: one count or a list.")
+
+
+class PrototypesAdapt(Section):
+    """Nearest class mean of the base's L2-normalised embedding: no gradient step."""
+
+    method: Literal["prototypes"] = Field(description="Classify by the nearest prototype (mean embedding) of each support class.")
+
+
+class HeadAdapt(Section):
+    """A new linear head trained on each task's support set; the base stays frozen."""
+
+    method: Literal["head"] = Field(description="Train a new linear head on the support set, base frozen.")
+    learning_rate: LearningRate = Field(1.0e-2, description="Step size of the adaptation steps.")
+    optimizer: Optimizer = Field("adam", description="The optimizer of the adaptation steps.")
+
+
+class FinetuneAdapt(HeadAdapt):
+    """A new linear head and the base layers that `unfreeze` selects, trained on each task's support set."""
+
+    method: Literal["finetune"] = Field(description="Train a new head and the unfrozen base layers on the support set.")
+    learning_rate: LearningRate = Field(1.0e-3, description="Step size of the adaptation steps.")
+    unfreeze: Selector = Field(
+        "all", description="Base layers trained with the head: all | none | {last: N} | {until: layer} | {match: regex}."
+    )
+
+
+class Entrant(Section):
+    """One model scored on the compare's episodes: a recipe (run first, or its identical finished run reused) or a finished run."""
+
+    name: Annotated[str, Field(min_length=1)] = Field(description="Names the entrant in compare.json and the table; unique in the recipe.")
+    recipe: str | None = Field(None, description="A recipe file, relative to this recipe's folder; give recipe or run.")
+    run: str | None = Field(None, description="A finished run directory, relative to this recipe's folder; give recipe or run.")
+    adapt: PrototypesAdapt | HeadAdapt | FinetuneAdapt | None = Field(
+        None,
+        discriminator="method",
+        description="How a transfer entrant adapts to each task: method prototypes | head | finetune; meta entrants use their own inner loop.",
+    )
+
+    @field_validator("recipe")
+    @classmethod
+    def _resolve_recipe(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return None if value is None else paths.resolve_model_path("recipe", value, info.context)
+
+    @field_validator("run")
+    @classmethod
+    def _resolve_run(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return None if value is None else paths.resolve_model_path("run", value, info.context)
+
+    @model_validator(mode="after")
+    def _recipe_or_run(self) -> Entrant:
+        if (self.recipe is None) == (self.run is None):
+            both = ", not both" if self.recipe is not None else ""
+            raise ValueError(f"give either recipe (a recipe file) or run (a finished run directory){both}")
+        return self
+
+
+def _unique_names(entrants: list[Entrant]) -> list[Entrant]:
+    seen: set[str] = set()
+    for index, entrant in enumerate(entrants):
+        if entrant.name in seen:
+            raise _field_error(
+                (index, "name"), f"entrant name {entrant.name!r} is used twice; give each entrant its own name", entrant.name
+            )
+        seen.add(entrant.name)
+    return entrants
+
+
+class CompareRecipe(RecipeIdentity):
+    """Meta-learning and transfer entrants scored on the very same fixed test episodes."""
+
+    kind: Literal["compare"] = Field(description="compare: score several runs on the same fixed test episodes.")
+    tasks: CompareTasks = Field(
+        description="The test episodes: source sinusoid | folder | tfds | synthetic | lake_runs; every class they hold is a test class."
+    )
+    evaluation: CompareEvaluation = Field(CompareEvaluation(), description="How many test episodes, and the adaptation steps scored.")
+    entrants: Annotated[list[Entrant], Field(min_length=1), AfterValidator(_unique_names)] = Field(
+        description="The models compared: each a recipe or a finished run, with an optional adapt section."
+    )
+
+    @model_validator(mode="after")
+    def _check_tasks(self) -> CompareRecipe:
+        if self.tasks.source == "lake_runs":
+            if self.evaluation.tasks is not None:
+                raise _field_error(
+                    ("evaluation", "tasks"),
+                    "lake_runs scores every run of the file, as published; leave evaluation.tasks out",
+                    self.evaluation.tasks,
+                )
+        elif self.evaluation.tasks is None:
+            self.evaluation = self.evaluation.model_copy(update={"tasks": TEST_TASKS})
+        if self.tasks.source == "sinusoid":
+            for index, entrant in enumerate(self.entrants):
+                if entrant.adapt is not None and entrant.adapt.method == "prototypes":
+                    raise _field_error(
+                        ("entrants", index, "adapt", "method"),
+                        "prototypes classify, but sinusoid tasks are regression; use head or finetune",
+                        entrant.adapt.method,
+                    )
+        return self
+
+
+Recipe = Annotated[TransferRecipe | MetaRecipe | CompareRecipe, Field(discriminator="kind")]
+RECIPE_KINDS = {"transfer": TransferRecipe, "meta": MetaRecipe, "compare": CompareRecipe}
 
 _SECTIONS = {"data": TypeAdapter(DataSection), "base": TypeAdapter(BaseSection), "tasks": TypeAdapter(TasksSection)}
 

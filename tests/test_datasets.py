@@ -81,6 +81,8 @@ def test_glyph_source_draws_the_requested_classes():
     splits = load_image_splits(data, seed=0)
     assert splits.class_names == ["glyph-50", "glyph-51", "glyph-52"] and splits.image_shape == (16, 16, 1)
     assert splits.counts == {"train": 18, "validation": 6, "test": 6}
+    without_test = load_image_splits(data.model_copy(update={"test": 0.0, "rotations": [0, 180]}), seed=0)
+    assert without_test.counts == {"train": 48, "validation": 12, "test": 0} and without_test.test is None
 
 
 def _all(pipeline):

@@ -242,24 +242,58 @@ def predict(model: Path, images: tuple[Path, ...], top_k: int, output_format: st
 @click.option(
     "--support", required=True, type=click.Path(path_type=Path), help="Labelled support set: a folder or .zip, one sub-folder per class."
 )
-@click.option("--steps", type=click.IntRange(min=1), help="Adaptation steps (default: the most the recipe evaluates).")
+@click.option(
+    "--method",
+    type=click.Choice(["prototypes", "head", "finetune"]),
+    help="Transfer runs: nearest class mean of the base's embedding (default), a new linear head, or the head with base layers.",
+)
+@click.option(
+    "--steps",
+    type=click.IntRange(min=1),
+    help="Adaptation steps (default: meta runs, the most the recipe evaluates; head and finetune, 100).",
+)
+@click.option(
+    "--learning-rate", type=click.FloatRange(min=0, min_open=True), help="Head and finetune: the step size (default 0.01, 0.001)."
+)
+@click.option("--unfreeze", metavar="SELECTOR", help="Finetune: base layers that train, e.g. all (default) or '{last: 5}'.")
 @click.option(
     "--output", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Where to write the adapted MODEL.keras."
 )
 @needs_tensorflow
-def adapt(run_dir: Path, support: Path, steps: int | None, output: Path):
-    """Adapt a meta-learned initialisation to a new task; write a Keras classifier."""
+def adapt(
+    run_dir: Path, support: Path, method: str | None, steps: int | None, learning_rate: float | None, unfreeze: str | None, output: Path
+):
+    """Adapt a finished run to a new task; write a Keras classifier.
+
+    A meta run adapts with its own inner loop, to any number of classes; a
+    transfer run by the nearest class mean of its base's embedding, a new
+    linear head, or the head with base layers fine-tuned.
+    """
+    from workbench.adaptation.support import adapt_run
     from workbench.evaluation import plural
-    from workbench.meta.runner import adapt_run
 
     if output.suffix != ".keras":
         raise ArgumentError(f"{output}: the output must end in .keras")
+    selector = None if unfreeze is None else _selector(unfreeze)
     _prepare_output(output)
-    result = adapt_run(run_dir, support, steps, output)
+    result = adapt_run(run_dir, support, output, method=method, steps=steps, learning_rate=learning_rate, unfreeze=selector)
+    how = "" if result["method"] == "inner_loop" else f" by {result['method']}"
+    steps_text = f" in {plural(result['steps'], 'step')}" if result["steps"] else ""
     click.echo(
-        f"adapted to {len(result['classes'])} classes from {plural(result['support'], 'image')} "
-        f"in {plural(result['steps'], 'step')}: {result['output']}"
+        f"adapted to {len(result['classes'])} classes from {plural(result['support'], 'image')}{how}{steps_text}: {result['output']}"
     )
+
+
+def _selector(text: str):
+    """A layer selector written on the command line: all, none, or a YAML mapping such as {last: 5}."""
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise ArgumentError(
+            f"--unfreeze: expected all, none, {{last: N}}, {{until: layer}} or {{match: regex}}. Received: {text!r}"
+        ) from None
 
 
 def _prepare_output(path: Path, overwrite: bool = False) -> None:

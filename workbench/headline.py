@@ -9,8 +9,12 @@ from workbench import runs
 
 
 def headline(run_path: Path) -> str:
-    """Test accuracy beside the scratch baseline (transfer), or the meta-test table (meta)."""
+    """Test accuracy beside the scratch baseline (transfer), the meta-test table (meta), or the comparison's table (compare)."""
     run = runs.Run(run_path)
+    if run.file(runs.COMPARE_FILE).is_file():
+        from workbench.compare.table import format_table
+
+        return format_table(json.loads(run.file(runs.COMPARE_FILE).read_text()))
     metrics = json.loads(run.file(runs.METRICS_FILE).read_text())
     if "evaluation" in metrics:
         from workbench.evaluation import format_meta_result

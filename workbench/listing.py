@@ -54,7 +54,17 @@ def read_json(path: Path, expected: type = dict) -> Any:
 
 
 def headline_figure(kind: str, metrics: dict[str, Any]) -> tuple[str, float | None]:
-    """The one figure that says how a run did, as text and as its value: test accuracy (transfer) or the meta-test metric after the most steps (meta)."""
+    """The one figure that says how a run did, as text and as its value.
+
+    Test accuracy (transfer), the meta-test metric after the most steps (meta),
+    or the best entrant's figure (compare, whose `metrics` are `compare.json`).
+    """
+    if kind == "compare":
+        scored = [(entrant["name"], entry) for entrant in metrics.get("entrants", []) for entry in entrant.get("evaluation", [])]
+        if not scored:
+            return "", None
+        best = (max if metrics["metric"] == "accuracy" else min)(scored, key=lambda pair: pair[1]["mean"])
+        return f"best {best[0]}: {format_meta_result(metrics['metric'], best[1])}", best[1]["mean"]
     if kind == "meta" and metrics.get("evaluation"):
         entry = max(metrics["evaluation"], key=lambda item: item["steps"])
         return format_meta_result(metrics["metric"], entry), entry["mean"]
@@ -94,7 +104,7 @@ def summarize(path: Path) -> RunSummary:
     manifest = read_json(run.file(runs.MANIFEST_FILE))
     kind = manifest.get("kind", "unknown")
     status, reason = _status_and_reason(run, manifest)
-    metrics_path = run.file(runs.METRICS_FILE)
+    metrics_path = run.file(runs.COMPARE_FILE if kind == "compare" else runs.METRICS_FILE)
     headline, value = headline_figure(kind, read_json(metrics_path)) if metrics_path.is_file() else ("", None)
     started, updated = _parse_time(manifest.get("created")), _parse_time(manifest.get("updated"))
     if status == "running" and started:  # still going: its duration so far

@@ -33,6 +33,8 @@ def describe_plan(recipe, path: str | Path, overrides: Sequence[str] = ()) -> st
             cannot be built, placed at the field of `path` that it concerns.
     """
     at = _Placer(path, overrides)
+    if recipe.kind == "compare":
+        return _describe_compare(recipe, path, overrides)
     if recipe.kind == "meta":
         _check_tasks(recipe, at)
         return _describe_meta(recipe)
@@ -148,3 +150,22 @@ def _describe_meta(recipe) -> str:
             f"  evaluation: {recipe.evaluation.tasks} tasks, steps {recipe.evaluation.steps}",
         ]
     )
+
+
+def _describe_compare(recipe, path: str | Path, overrides: Sequence[str]) -> str:
+    """The episodes and every entrant; the run checks leakage once it has built the episodes."""
+    from workbench.compare.runner import resolve_entrants
+
+    tasks = recipe.tasks
+    if tasks.source == "lake_runs":
+        episodes = f"the 20 runs of {tasks.path} (20-way 1-shot, 20 queries), as published"
+    elif tasks.source == "sinusoid":
+        episodes = f"{recipe.evaluation.tasks} episodes of sinusoid regression, {tasks.shots} shots, {tasks.queries} queries"
+    else:
+        episodes = f"{recipe.evaluation.tasks} episodes of {tasks.ways}-way {tasks.shots}-shot, {tasks.queries} queries, from {tasks.source} classes"
+    lines = [f"  {episodes}; scored after steps {recipe.evaluation.steps}"]
+    for entrant in resolve_entrants(recipe, Path(path), overrides=overrides):
+        source = f"run {entrant.run}" if entrant.run else Path(entrant.recipe_path).name
+        way = f"adapts by {entrant.adapt.method}" if entrant.adapt else "adapts its own way"
+        lines.append(f"  {entrant.name}: {source} ({entrant.recipe.kind}), {way}")
+    return "\n".join(lines)

@@ -9,6 +9,7 @@ import shutil
 import signal
 import tempfile
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 from workbench import devices, interrupts
@@ -16,7 +17,7 @@ from workbench.errors import ModelError, RunError
 from workbench.interrupts import Interrupted
 from workbench.recipe import load_recipe, to_yaml
 from workbench.recipe.loader import recipe_problem
-from workbench.runs import Run, latest_finished, still_running
+from workbench.runs import RECIPE_FILE, Run, latest_finished, still_running
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,8 @@ def run_recipe(recipe, recipe_path: Path, runs_dir: Path, overrides: tuple[str, 
     writes a run directory; the other workers train alongside it in a temporary
     one (their base runs too) and return None.
     """
+    if recipe.kind == "compare":
+        return _run_comparison(recipe, recipe_path, runs_dir, overrides)
     with interrupts.stop_signals():
         strategy = devices.strategy_for(recipe.distribute)
         chief = devices.is_chief(strategy)
@@ -45,12 +48,24 @@ def run_recipe(recipe, recipe_path: Path, runs_dir: Path, overrides: tuple[str, 
             distribute={"strategy": recipe.distribute.strategy, "replicas": strategy.num_replicas_in_sync},
         )
         try:
-            _execute(recipe, run, strategy, base_run, resuming=False)
+            _execute(recipe, run, lambda: _train(recipe, run, strategy, base_run, resuming=False))
         except ModelError as error:
             if error.field is None:
                 raise
             raise recipe_problem(recipe_path, (*_base_field(recipe), *error.field), str(error), overrides) from None
         return run.path if chief else None
+
+
+def _run_comparison(recipe, recipe_path: Path, runs_dir: Path, overrides: tuple[str, ...]) -> Path:
+    """A compare recipe's run directory; its entrants train in their own, beside it, on their own strategies."""
+    from workbench.compare.runner import compare, prepare
+
+    with interrupts.stop_signals():
+        prepared = prepare(recipe, Path(recipe_path), overrides)  # refuses leakage before any directory exists
+        run = Run.create(Path(runs_dir), recipe.name)
+        run.start(recipe, to_yaml(recipe), recipe_path=Path(recipe_path).resolve(), overrides=list(overrides))
+        _execute(recipe, run, lambda: compare(recipe, run, prepared))
+        return run.path
 
 
 def _base_field(recipe) -> tuple[str, ...]:
@@ -106,9 +121,10 @@ def _resume(run: Run) -> Path | None:
     if manifest["status"] == "finished":
         raise RunError(f"{run.path}: already finished; nothing to resume")
     recipe = run.load_recipe()
-    base_run = _recorded_base(run, recipe)
-    strategy = devices.strategy_for(recipe.distribute)
-    chief = devices.is_chief(strategy)
+    comparison = recipe.kind == "compare"
+    base_run = None if comparison else _recorded_base(run, recipe)
+    strategy = None if comparison else devices.strategy_for(recipe.distribute)
+    chief = comparison or devices.is_chief(strategy)
     if chief and still_running(manifest):
         raise RunError(f"{run.path}: still running (process {manifest['process']['pid']}); stop it before resuming")
     source = Path(manifest.get("recipe_path", ""))
@@ -118,8 +134,15 @@ def _resume(run: Run) -> Path | None:
             raise RunError(f"{source}: changed since {run.path.name} started ({'; '.join(changes[:5])}); run it anew with `workbench run`")
     if not chief:
         run = _worker_copy(run)
+    if comparison:
+        from workbench.compare.runner import compare, prepare
+
+        prepared = prepare(recipe, source if source.is_file() else run.file(RECIPE_FILE), manifest.get("overrides", []))
+        run.mark("running", resumed=manifest.get("resumed", 0) + 1)
+        _execute(recipe, run, lambda: compare(recipe, run, prepared, resuming=True))
+        return run.path
     run.mark("running", resumed=manifest.get("resumed", 0) + 1)
-    _execute(recipe, run, strategy, base_run, resuming=True)
+    _execute(recipe, run, lambda: _train(recipe, run, strategy, base_run, resuming=True))
     return run.path if chief else None
 
 
@@ -147,19 +170,11 @@ def _worker_copy(run: Run) -> Run:
     return Run.open(copy)
 
 
-def _execute(recipe, run: Run, strategy, base_run: Path | None, resuming: bool) -> None:
-    """Seed, then train in `run` with every variable created in `strategy`'s scope; record how it ended in the manifest."""
+def _execute(recipe, run: Run, train: Callable[[], object]) -> None:
+    """Seed, then `train()` in `run`; record how it ended in the manifest."""
     try:
         seed_everything(recipe.seed)
-        with strategy.scope():
-            if recipe.kind == "transfer":
-                from workbench.transfer import train_transfer
-
-                train_transfer(recipe, run, base_run=base_run, resuming=resuming)
-            else:
-                from workbench.meta.runner import train_meta
-
-                train_meta(recipe, run, base_run=base_run, resuming=resuming)
+        train()
         interrupts.check()
     except KeyboardInterrupt as stop:
         signum = stop.signum if isinstance(stop, Interrupted) else signal.SIGINT
@@ -169,6 +184,19 @@ def _execute(recipe, run: Run, strategy, base_run: Path | None, resuming: bool) 
         run.mark("failed", error=f"{type(error).__name__}: {error}", traceback=traceback.format_exc())
         raise
     run.mark("finished")
+
+
+def _train(recipe, run: Run, strategy, base_run: Path | None, resuming: bool) -> None:
+    """Train a transfer or meta recipe with every variable created in `strategy`'s scope."""
+    with strategy.scope():
+        if recipe.kind == "transfer":
+            from workbench.transfer import train_transfer
+
+            train_transfer(recipe, run, base_run=base_run, resuming=resuming)
+        else:
+            from workbench.meta.runner import train_meta
+
+            train_meta(recipe, run, base_run=base_run, resuming=resuming)
 
 
 def seed_everything(seed: int) -> None:

@@ -31,6 +31,7 @@ HISTORY_FILE = "history.csv"
 CLASSES_FILE = "classes.json"
 EVALUATION_FILE = "evaluation.json"
 ADAPTATION_FILE = "adaptation.json"  # meta runs: what adapting the saved initialisation needs
+COMPARE_FILE = "compare.json"  # compare runs: every entrant's scores on the same episodes
 INNER_RATES_FILE = "inner_rates.npz"  # meta runs: learned inner learning rates, beside the model
 CHECKPOINTS_DIR = "checkpoints"
 LOGS_DIR = "logs"

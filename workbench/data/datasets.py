@@ -60,7 +60,7 @@ def split_per_class(
         valid.extend(members[n_test : n_test + n_valid])
         rest = members[n_test + n_valid :]
         train.extend(rest[:per_class] if per_class else rest)
-    return np.sort(train), np.sort(valid), np.sort(held)
+    return tuple(np.sort(np.asarray(indices, dtype=np.int64)) for indices in (train, valid, held))  # int even when empty
 
 
 def held_out_sizes(name: str, count: int, validation: float, test: float) -> tuple[int, int]:

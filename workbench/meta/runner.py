@@ -18,7 +18,7 @@ import numpy as np
 
 from workbench import interrupts, runs
 from workbench.devices import use_xla
-from workbench.errors import DataError, TrainingError
+from workbench.errors import RunError, TrainingError
 from workbench.history import HistoryFile
 from workbench.meta.learner import MetaLearner, summarize
 from workbench.meta.tasks import TaskDistribution, build_tasks
@@ -68,6 +68,11 @@ def _with_scaling(network: keras.Model) -> keras.Model:
 
 
 def build_learner(recipe, model: keras.Model, tasks: TaskDistribution) -> MetaLearner:
+    return learner_for_loss(recipe, model, tasks.loss)
+
+
+def learner_for_loss(recipe, model: keras.Model, loss: str) -> MetaLearner:
+    """The learner of a meta recipe for tasks scored by `loss` (a key of `workbench.meta.adapt.LOSSES`)."""
     outer = recipe.outer
     rate = learning_rate(outer.learning_rate, outer.lr_schedule, outer.iterations)
     pretrain = recipe.algorithm == "pretrain"  # the transfer baseline: no inner loop in training
@@ -77,7 +82,7 @@ def build_learner(recipe, model: keras.Model, tasks: TaskDistribution) -> MetaLe
         inner_steps=0 if pretrain else recipe.inner.steps,
         inner_learning_rate=recipe.inner.learning_rate,
         first_order=True if recipe.inner.first_order or pretrain else None,
-        loss=tasks.loss,
+        loss=loss,
         optimizer=make_optimizer(outer.optimizer, rate),
         multi_step_loss=recipe.inner.multi_step_loss,
         multi_step_anneal=recipe.inner.multi_step_anneal,
@@ -332,26 +337,20 @@ def evaluate_meta_run(run_path, steps: list[int] | None = None, tasks: int | Non
     return report
 
 
-def adapt_run(run_path, support_path, steps: int | None, output) -> dict:
-    """Adapt a meta run's initialisation to a labelled support set; save a Keras classifier.
+def load_adaptation(run: runs.Run):
+    """The recipe, adaptation settings (`adaptation.json`) and learner of a finished meta run, ready to adapt.
 
-    The classifier takes raw images and outputs class probabilities; its class
-    names go beside it in `<output>.classes.json` for `workbench predict`.
+    Unlike `load_learner`, it loads none of the recipe's task data: adapting
+    needs only the model, its inner rates and these settings.
     """
-    from workbench.data.images import ImageFolder
+    from workbench.models.bases import load_model
 
-    run = runs.Run.open(run_path)
-    recipe, tasks, learner = load_learner(run)
-    if tasks.regression:
-        raise DataError(f"{run_path}: adapt takes a class-per-folder support set; this run learned {recipe.tasks.source} regression")
-    folder = ImageFolder.open(support_path)
-    if len(folder.classes) != tasks.outputs:
-        raise DataError(f"{support_path}: has {len(folder.classes)} classes; the run was meta-trained for {tasks.outputs}-way tasks")
-    loaded = folder.load(image_size=tuple(recipe.tasks.image_size), channels=recipe.tasks.channels)
-    steps = steps or max(recipe.evaluation.steps)
-    adapted = learner.adapt(loaded.images.astype("float32"), loaded.labels, steps=steps)
-    probabilities = keras.layers.Softmax(name="probabilities")(adapted.outputs[0])
-    classifier = keras.Model(adapted.inputs, probabilities, name="adapted_classifier")
-    runs.save_model(classifier, output)
-    runs.atomic_write_text(output.with_suffix(".classes.json"), json.dumps(list(loaded.class_names)))
-    return {"classes": list(loaded.class_names), "support": len(loaded.labels), "steps": steps, "output": str(output)}
+    path = run.file(runs.ADAPTATION_FILE)
+    try:
+        settings = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise RunError(f"{path}: unreadable adaptation settings ({error}); a finished meta run writes them beside its model") from None
+    recipe = run.load_recipe()
+    learner = learner_for_loss(recipe, load_model(run.file(runs.MODEL_FILE)), settings["loss"])
+    learner.load_inner_rates(run.file(runs.INNER_RATES_FILE))
+    return recipe, settings, learner

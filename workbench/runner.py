@@ -163,10 +163,12 @@ def _worker_copy(run: Run) -> Run:
     """The chief's run directory copied for a non-chief worker to resume from; the chief alone writes the original.
 
     Consistent while the chief waits: it cannot write a new resume point
-    before this worker joins its first training step.
+    before this worker joins its first training step. It does mark the run
+    running meanwhile, through a hidden temporary file renamed into place:
+    those are left out, since they vanish while the copy runs.
     """
     copy = _worker_scratch() / run.path.name
-    shutil.copytree(run.path, copy, ignore=shutil.ignore_patterns("events.out.tfevents.*"))
+    shutil.copytree(run.path, copy, ignore=shutil.ignore_patterns("events.out.tfevents.*", ".*.tmp", ".*.tmp.*"))
     return Run.open(copy)
 
 

@@ -1,0 +1,1 @@
+"""Domain adaptation: the reversal-weight and learning-rate schedules of DANN, and the proxy A-distance between domains."""

@@ -151,7 +151,7 @@ def _resume_point_of(runs_dir, name):
 
 def test_a_comparison_stopped_while_an_entrant_trains_resumes_that_entrant_and_keeps_the_scores(tmp_path):
     # The meta entrant trains last, for long after its first resume point: the stop lands in its training.
-    recipe = _recipes(tmp_path, iterations=300, every=20)
+    recipe = _recipes(tmp_path, iterations=150, every=20)
     runs_dir = tmp_path / "runs"
     process = subprocess.Popen(
         [sys.executable, "-m", "workbench", "run", str(recipe), "--runs-dir", str(runs_dir)],

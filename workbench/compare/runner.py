@@ -89,7 +89,7 @@ def prepare(recipe, recipe_path: Path, overrides=()) -> Prepared:
 
 def compare(recipe, run: runs.Run, prepared: Prepared, resuming: bool = False) -> dict:
     """Train what is missing, score every entrant, write `compare.json`; return its contents."""
-    comparison = Comparison(recipe, run, prepared.episodes, prepared.digest, prepared.entrants)
+    comparison = Comparison(recipe, run, prepared)
     if resuming:
         comparison.restore()
     return comparison.run_all()
@@ -98,8 +98,9 @@ def compare(recipe, run: runs.Run, prepared: Prepared, resuming: bool = False) -
 class Comparison:
     """The entrants' results so far, by name, and `compare.json`, rewritten whenever one changes."""
 
-    def __init__(self, recipe, run: runs.Run, episodes, digest: str, entrants: list[Entrant]):
-        self.recipe, self.run, self.episodes, self.digest, self.entrants = recipe, run, episodes, digest, entrants
+    def __init__(self, recipe, run: runs.Run, prepared: Prepared):
+        self.recipe, self.run = recipe, run
+        self.episodes, self.digest, self.entrants = prepared.episodes, prepared.digest, prepared.entrants
         self.results: dict[str, dict] = {}
 
     def restore(self) -> None:
@@ -169,9 +170,9 @@ def score_entrant(entrant: Entrant, run_path: Path, episodes, steps: list[int], 
 
     from workbench.adaptation import AdaptSettings, episode_scorer
     from workbench.meta.learner import summarize
+    from workbench.runner import seed_everything
 
-    keras.backend.clear_session()
-    keras.utils.set_random_seed(seed)  # a new head's initialisation depends on nothing scored before it
+    seed_everything(seed)  # a new head's initialisation depends on nothing scored before it
     run = runs.Run.open(run_path)
     settings = None if entrant.adapt is None else AdaptSettings(**entrant.adapt.model_dump())
     scorer = episode_scorer(run, settings)
@@ -195,11 +196,10 @@ def score_entrant(entrant: Entrant, run_path: Path, episodes, steps: list[int], 
                 "adapt_seconds_per_task": seconds / episodes.num_tasks,
             }
         )
-    manifest = run.manifest
     return {
         "name": entrant.name,
-        "kind": manifest.get("kind"),
-        "method": scorer.method if scorer.kind == "transfer" else run.load_recipe().algorithm,  # a meta run adapts by its algorithm
+        "kind": entrant.recipe.kind,
+        "method": scorer.method if entrant.recipe.kind == "transfer" else entrant.recipe.algorithm,  # a meta run adapts by its algorithm
         "run": str(run.path),
         "training_cpu_seconds": training_cpu_seconds(run),
         "parameters": scorer.parameters,

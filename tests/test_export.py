@@ -135,7 +135,7 @@ def meta_run(tmp_path_factory):
 def _held_out(run_dir):
     from workbench.evaluation import _recipe_examples
 
-    images, labels, _ = _recipe_examples(runs.Run(run_dir).load_recipe())
+    images, labels, *_ = _recipe_examples(runs.Run(run_dir).load_recipe())
     return images.astype("float32"), labels
 
 

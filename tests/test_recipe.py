@@ -299,7 +299,7 @@ NOT_APPLICABLE = [
         _replace("name: glyphs", "name: glyphs\n  include: '^a'"),
         "5:3",
         "data.include: unknown field; include does not apply to source: synthetic; expected one of: "
-        "source, image_size, channels, batch_size, augment, validation, test, per_class, rotations, name, classes, first_class, samples",
+        "source, image_size, channels, batch_size, augment, validation, test, per_class, rotations, style, name, classes, first_class, samples",
     ),
     (
         "per_class of tfds data",
@@ -542,7 +542,7 @@ def test_override_errors_blame_the_override(tmp_path, override, expected):
 STANDARD_KEYWORDS = {
     "$schema", "$defs", "$ref", "title", "description", "type", "properties", "required", "additionalProperties",
     "items", "enum", "const", "default", "anyOf", "oneOf", "discriminator", "minimum", "maximum",
-    "exclusiveMinimum", "exclusiveMaximum", "minItems", "maxItems", "minLength", "maxLength",
+    "exclusiveMinimum", "exclusiveMaximum", "minItems", "maxItems", "minLength", "maxLength", "minProperties",
 }  # fmt: skip
 
 

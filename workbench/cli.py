@@ -63,13 +63,19 @@ def _report_training(train) -> None:
     So that `RUN=$(workbench run recipe.yaml)` captures the run directory only.
     """
     from workbench.headline import headline
+    from workbench.runs import SWEEP_FILE
 
     with contextlib.redirect_stdout(sys.stderr):
         run_dir = train()
     if run_dir is None:
         click.echo(WORKER_FINISHED)
         return
-    click.echo(headline(run_dir), err=True)
+    if (Path(run_dir) / SWEEP_FILE).is_file():
+        from workbench.sweep.record import format_result
+
+        click.echo(format_result(Path(run_dir)), err=True)
+    else:
+        click.echo(headline(run_dir), err=True)
     click.echo(str(run_dir))
 
 
@@ -100,14 +106,36 @@ def main():
 @click.argument("recipe", type=click.Path(path_type=Path))
 @overrides_option
 @runs_dir_option
+@click.option(
+    "--storage", metavar="URL", help="Sweeps: the study's database (e.g. postgresql://...); default: study.db in the sweep's run directory."
+)
 @needs_tensorflow
-def run(recipe: Path, overrides: tuple[str, ...], runs_dir: Path):
+def run(recipe: Path, overrides: tuple[str, ...], runs_dir: Path, storage: str | None):
     """Train what RECIPE describes; print its result, and the new run directory on stdout."""
     from workbench.recipe import load_recipe
     from workbench.runner import run_recipe
 
     loaded = load_recipe(recipe, overrides)
-    _report_training(lambda: run_recipe(loaded, recipe, runs_dir, overrides))
+    if storage is not None and loaded.kind != "sweep":
+        raise ArgumentError(
+            f"--storage holds a sweep's study; {recipe} is a {loaded.kind} recipe. Leave --storage out. Received: --storage={storage}"
+        )
+    _report_training(lambda: run_recipe(loaded, recipe, runs_dir, overrides, storage=storage))
+
+
+@main.group(cls=WorkbenchGroup)
+def sweep():
+    """Work on a sweep's study from several processes or machines."""
+
+
+@sweep.command()
+@click.argument("run_dir", metavar="RUN", type=click.Path(path_type=Path))
+@needs_tensorflow
+def join(run_dir: Path):
+    """Add a worker to the study of the sweep run RUN: it runs trials until the sweep has all of them; print the result."""
+    from workbench.runner import join_sweep
+
+    _report_training(lambda: join_sweep(run_dir))
 
 
 @main.command()
@@ -192,8 +220,10 @@ def evaluate(run_dir: Path, data: Path | None, steps: tuple[int, ...], tasks: in
     matrix. Meta runs: the meta-test protocol again (mean and 95% interval),
     on the same fixed tasks.
     """
+    from workbench.learned.summary import refuse_learned_optimizer_run
     from workbench.runs import Run
 
+    refuse_learned_optimizer_run(run_dir, "evaluate")
     meta = Run.open(run_dir).manifest.get("kind") == "meta"
     if meta and data is not None:
         raise WorkbenchError(f"{run_dir}: --data is for transfer runs; a meta run is evaluated on its recipe's meta-test tasks")
@@ -233,6 +263,9 @@ def predict(model: Path, images: tuple[Path, ...], top_k: int, output_format: st
     """
     from workbench.evaluation import format_predictions
     from workbench.evaluation import predict as predict_images
+    from workbench.learned.summary import refuse_learned_optimizer_run
+
+    refuse_learned_optimizer_run(model, "predict")
 
     click.echo(format_predictions(predict_images(model, list(images), top_k), output_format))
 
@@ -271,6 +304,9 @@ def adapt(
     """
     from workbench.adaptation.support import adapt_run
     from workbench.evaluation import plural
+    from workbench.learned.summary import refuse_learned_optimizer_run
+
+    refuse_learned_optimizer_run(run_dir, "adapt")
 
     if output.suffix != ".keras":
         raise ArgumentError(f"{output}: the output must end in .keras")
@@ -384,6 +420,9 @@ def export(source: Path, export_format: str, output: Path, quantize: str | None,
     """
     from workbench.export.build import export_model
     from workbench.export.record import summary
+    from workbench.learned.summary import refuse_learned_optimizer_run
+
+    refuse_learned_optimizer_run(source, "export")
 
     # TensorFlow prints "Assets written to" a staging folder that is gone once the export is proven.
     with contextlib.redirect_stdout(io.StringIO()):

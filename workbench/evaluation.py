@@ -29,12 +29,19 @@ class Classifier:
     """A saved classifier of images with its class names.
 
     `class_names` names every output: outputs that the names file leaves out
-    (a head wider than the data's classes) are `class N`.
+    (a head wider than the data's classes) are `class N`. A model with several
+    named heads has `heads`: each head's label names (and `class_names` are the
+    first head's).
     """
 
-    def __init__(self, model, class_names: list[str]):
+    def __init__(self, model, class_names: list[str] | dict[str, list[str]]):
         self.model = model
         self.image_shape = tuple(model.input_shape[1:])
+        if isinstance(class_names, dict):
+            self.heads = {name: list(names) for name, names in class_names.items()}
+            self.class_names = next(iter(self.heads.values()))
+            return
+        self.heads = None
         outputs = model.output_shape[-1]
         self.class_names = list(class_names) + [f"class {index}" for index in range(len(class_names), outputs)]
 
@@ -58,9 +65,15 @@ class Classifier:
                 f"{model_path}: takes inputs of shape {tuple(model.input_shape[1:])}, not images; "
                 "predict needs a classifier of (height, width, channels) images"
             )
+        if isinstance(model.output, dict):
+            return cls(model, _read_head_names(names_path, model))
         return cls(model, _read_class_names(names_path, model.output_shape[-1]))
 
-    def probabilities(self, images: np.ndarray) -> np.ndarray:
+    def probabilities(self, images: np.ndarray) -> np.ndarray | dict[str, np.ndarray]:
+        """Class probabilities of `images`; with several heads, each head's, by name."""
+        if self.heads is not None:
+            outputs = self.model.predict(images.astype("float32"), verbose=0)
+            return {name: np.asarray(outputs[name]) for name in self.heads}
         outputs = np.asarray(self.model.predict(images.astype("float32"), verbose=0))
         if np.any(outputs < 0) or not np.allclose(outputs.sum(-1), 1, atol=1e-3):
             outputs = _softmax(outputs)  # a model with logits out, e.g. one that meta-learning adapted
@@ -89,6 +102,21 @@ def _read_class_names(path: Path, outputs: int) -> list[str]:
     if len(names) > outputs:
         raise ModelError(f"{path}: names {len(names)} classes but the model has {outputs} outputs; it belongs to another model")
     return names
+
+
+def _read_head_names(path: Path, model) -> dict[str, list[str]]:
+    """Each head's label names from `path` (a JSON object of lists), checked against the model's named outputs."""
+    try:
+        names = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise ModelError(f"{path}: unreadable label names ({error}); a model with several heads needs them beside it") from None
+    outputs = {name: tensor.shape[-1] for name, tensor in model.output.items()}
+    if not isinstance(names, dict) or set(names) != set(outputs):
+        raise ModelError(f"{path}: expected the label names of the heads {sorted(outputs)}. Received: {str(names)[:80]}")
+    for head, labels in names.items():
+        if not isinstance(labels, list) or len(labels) != outputs[head] or not all(isinstance(label, str) for label in labels):
+            raise ModelError(f"{path}: head {head}: expected a list of {outputs[head]} label names. Received: {str(labels)[:80]}")
+    return {head: names[head] for head in outputs}
 
 
 def _refuse_meta_run(run: runs.Run) -> None:
@@ -146,7 +174,6 @@ def predict(model_path: Path, image_paths: list[Path], top_k: int = 3) -> list[t
 
     classifier = Classifier.load(model_path)
     height, width, channels = classifier.image_shape
-    top_k = min(top_k, len(classifier.class_names))
     readable = []
     for path, named in image_files(image_paths):
         try:
@@ -161,31 +188,53 @@ def predict(model_path: Path, image_paths: list[Path], top_k: int = 3) -> list[t
     for start in range(0, len(readable), PREDICTION_BATCH):
         batch = readable[start : start + PREDICTION_BATCH]
         probabilities = classifier.probabilities(np.stack([image for _, image in batch]))
-        for (path, _), row in zip(batch, probabilities, strict=True):
-            best = np.argsort(row)[::-1][:top_k]
-            results.append((str(path), [(classifier.class_names[i], float(row[i])) for i in best]))
+        for position, (path, _) in enumerate(batch):
+            if classifier.heads is None:
+                results.append((str(path), _ranked(probabilities[position], classifier.class_names, top_k)))
+            else:
+                ranked = {head: _ranked(probabilities[head][position], names, top_k) for head, names in classifier.heads.items()}
+                results.append((str(path), ranked))
     return results
 
 
-def format_predictions(results: list[tuple[str, list[tuple[str, float]]]], output_format: str = "text") -> str:
-    """`predict`'s results as text (one line per image), JSON, or CSV (one row per image and rank)."""
+def _ranked(row: np.ndarray, names: list[str], top_k: int) -> list[tuple[str, float]]:
+    best = np.argsort(row)[::-1][: min(top_k, len(names))]
+    return [(names[i], float(row[i])) for i in best]
+
+
+def format_predictions(results: list[tuple[str, list | dict]], output_format: str = "text") -> str:
+    """`predict`'s results as text (one line per image), JSON, or CSV (one row per image, head and rank).
+
+    An image's predictions are a ranked list, or one per head (a dict) for a model with several heads.
+    """
     if output_format == "json":
-        listed = [
-            {"image": image, "predictions": [{"class": name, "probability": probability} for name, probability in ranked]}
-            for image, ranked in results
-        ]
+        listed = [{"image": image, "predictions": _json_predictions(predictions)} for image, predictions in results]
         return json.dumps(listed, indent=2)
     if output_format == "csv":
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["image", "rank", "class", "probability"])
-        for image, ranked in results:
-            for rank, (name, probability) in enumerate(ranked, start=1):
-                writer.writerow([image, rank, name, f"{probability:.6f}"])
+        several = bool(results) and isinstance(results[0][1], dict)
+        writer.writerow(["image", *(["head"] if several else []), "rank", "class", "probability"])
+        for image, predictions in results:
+            for head, ranked in predictions.items() if several else [(None, predictions)]:
+                for rank, (name, probability) in enumerate(ranked, start=1):
+                    writer.writerow([image, *([head] if several else []), rank, name, f"{probability:.6f}"])
         return buffer.getvalue().rstrip("\n")
     if output_format == "text":
-        return "\n".join(f"{image}: " + ", ".join(f"{name} {probability:.3f}" for name, probability in ranked) for image, ranked in results)
+        return "\n".join(f"{image}: {_text_predictions(predictions)}" for image, predictions in results)
     raise ArgumentError(f"Expected a format in {PREDICTION_FORMATS}. Received: output_format={output_format!r}")
+
+
+def _json_predictions(predictions: list | dict) -> list | dict:
+    if isinstance(predictions, dict):
+        return {head: _json_predictions(ranked) for head, ranked in predictions.items()}
+    return [{"class": name, "probability": probability} for name, probability in predictions]
+
+
+def _text_predictions(predictions: list | dict) -> str:
+    if isinstance(predictions, dict):
+        return "; ".join(f"{head}: {_text_predictions(ranked)}" for head, ranked in predictions.items())
+    return ", ".join(f"{name} {probability:.3f}" for name, probability in predictions)
 
 
 def classification_report(probabilities: np.ndarray, labels: np.ndarray, class_names: list[str]) -> dict:
@@ -221,13 +270,34 @@ def evaluate_run(run_path: Path, data_path: Path | None = None) -> dict:
     run = runs.Run.open(run_path)
     recipe = run.load_recipe()
     classifier = Classifier.load(run.path)
-    if data_path is not None:
-        images, labels, split = *_folder_examples(Path(data_path), classifier), str(data_path)
+    if classifier.heads is not None:
+        report = _evaluate_heads(recipe, classifier, data_path)
     else:
-        images, labels, split = _recipe_examples(recipe)
-    report = {"data": split, **classification_report(classifier.probabilities(images), labels, classifier.class_names)}
+        if data_path is not None:
+            images, labels, split = *_folder_examples(Path(data_path), classifier), str(data_path)
+        else:
+            images, labels, split, _ = _recipe_examples(recipe)
+        report = {"data": split, **classification_report(classifier.probabilities(images), labels, classifier.class_names)}
     run.write_json(runs.EVALUATION_FILE, report)
     return report
+
+
+def _evaluate_heads(recipe, classifier: Classifier, data_path: Path | None) -> dict:
+    """A report per head, each over its own labels; the totals at the top are the primary (first) head's."""
+    from workbench.data.head_labels import head_labels
+
+    if data_path is not None:
+        raise ArgumentError(
+            "a model with several heads is evaluated on its recipe's test split, whose labels every head reads; leave out --data"
+        )
+    images, labels, split, splits = _recipe_examples(recipe)
+    probabilities = classifier.probabilities(images)
+    reports = {}
+    for head in recipe.heads:
+        found = head_labels(head, splits.class_names, splits.class_groups)
+        reports[head.name] = classification_report(probabilities[head.name], found.of_class[labels], classifier.heads[head.name])
+    primary = reports[recipe.heads[0].name]
+    return {"data": split, "examples": primary["examples"], "loss": primary["loss"], "accuracy": primary["accuracy"], "heads": reports}
 
 
 def _folder_examples(path: Path, classifier: Classifier):
@@ -253,12 +323,16 @@ def _recipe_examples(recipe):
         dataset = getattr(splits, name)
         if dataset is not None:
             images, labels = zip(*((x.numpy(), y.numpy()) for x, y in dataset), strict=True)
-            return np.concatenate(images), np.concatenate(labels), name
+            return np.concatenate(images), np.concatenate(labels), name, splits
     raise DataError("the recipe's data has no test or validation split; pass --data FOLDER")
 
 
 def format_report(report: dict) -> str:
-    """The report as a terminal table: totals, per-class figures, confusion matrix."""
+    """The report as a terminal table: totals, per-class figures, confusion matrix; each head's in turn where there are several."""
+    if "heads" in report:
+        return "\n\n".join(
+            f"head {name}\n" + format_report({"data": report["data"], **figures}) for name, figures in report["heads"].items()
+        )
     lines = [f"{report['data']}: {report['examples']} examples, loss {report['loss']:.4f}, accuracy {report['accuracy']:.4f}", ""]
     width = max(len(row["class"]) for row in report["per_class"])
     lines.append(f"{'class':<{width}}  precision  recall  support")

@@ -16,6 +16,10 @@ def headline(run_path: Path) -> str:
 
         return format_table(json.loads(run.file(runs.COMPARE_FILE).read_text()))
     metrics = json.loads(run.file(runs.METRICS_FILE).read_text())
+    if "baselines" in metrics and "evaluation" in metrics:  # a learned optimizer against hand-designed ones
+        from workbench.learned.summary import format_learned_result
+
+        return format_learned_result(metrics)
     if "evaluation" in metrics:
         from workbench.evaluation import format_meta_result
 
@@ -32,4 +36,13 @@ def headline(run_path: Path) -> str:
         if scratch:
             line += f"; the same network from scratch: {scratch['accuracy']:.1%}"
         lines.append(line)
+    for name, figures in metrics.get("heads", {}).items():
+        lines.append(f"head {name}: test accuracy {figures['test']['accuracy']:.1%}")
+    if "domain" in metrics:
+        domain = metrics["domain"]
+        distance = domain["a_distance"]
+        lines.append(
+            f"domain ({domain['method']}): target accuracy {domain['target']['accuracy']:.1%} on {domain['target']['examples']} examples; "
+            f"proxy A-distance {distance['before']:.2f} before training, {distance['after']:.2f} after"
+        )
     return "\n".join(lines)

@@ -65,6 +65,11 @@ def headline_figure(kind: str, metrics: dict[str, Any]) -> tuple[str, float | No
             return "", None
         best = (max if metrics["metric"] == "accuracy" else min)(scored, key=lambda pair: pair[1]["mean"])
         return f"best {best[0]}: {format_meta_result(metrics['metric'], best[1])}", best[1]["mean"]
+    if kind == "sweep":  # `metrics` are sweep.json
+        best = metrics.get("best")
+        if not best:
+            return "", None
+        return f"best trial {best['trial']}: {metrics['objective']['metric']} {best['value']:.4g}", best["value"]
     if kind == "meta" and metrics.get("evaluation"):
         entry = max(metrics["evaluation"], key=lambda item: item["steps"])
         return format_meta_result(metrics["metric"], entry), entry["mean"]
@@ -104,7 +109,7 @@ def summarize(path: Path) -> RunSummary:
     manifest = read_json(run.file(runs.MANIFEST_FILE))
     kind = manifest.get("kind", "unknown")
     status, reason = _status_and_reason(run, manifest)
-    metrics_path = run.file(runs.COMPARE_FILE if kind == "compare" else runs.METRICS_FILE)
+    metrics_path = run.file({"compare": runs.COMPARE_FILE, "sweep": runs.SWEEP_FILE}.get(kind, runs.METRICS_FILE))
     headline, value = headline_figure(kind, read_json(metrics_path)) if metrics_path.is_file() else ("", None)
     started, updated = _parse_time(manifest.get("created")), _parse_time(manifest.get("updated"))
     if status == "running" and started:  # still going: its duration so far

@@ -20,8 +20,12 @@ def learning_rate(value: float, schedule: str, total_steps: int, warmup_steps: i
     return keras.optimizers.schedules.CosineDecay(0.0, decay_steps, alpha=alpha, warmup_target=value, warmup_steps=warmup_steps)
 
 
-def make_optimizer(name: str, rate, momentum: float = 0.9, weight_decay: float = 0.004) -> keras.optimizers.Optimizer:
-    """adam | adamw | sgd (with momentum) | rmsprop."""
+def make_optimizer(name, rate, momentum: float = 0.9, weight_decay: float = 0.004) -> keras.optimizers.Optimizer:
+    """adam | adamw | sgd (with momentum) | rmsprop; or a recipe's `{learned: RUN}`, which takes no rate."""
+    if hasattr(name, "learned"):
+        from workbench.learned.keras_optimizer import LearnedOptimizer
+
+        return LearnedOptimizer(name.learned)
     if name == "adam":
         return keras.optimizers.Adam(rate)
     if name == "adamw":

@@ -15,8 +15,9 @@ Every problem is placed at the recipe field it concerns: `FILE:LINE:COL: field.p
 from __future__ import annotations
 
 import contextlib
+import csv
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from workbench.errors import RecipeError, WorkbenchError
@@ -32,9 +33,17 @@ def describe_plan(recipe, path: str | Path, overrides: Sequence[str] = ()) -> st
         RecipeError: for what the run would refuse about the data, or a model that
             cannot be built, placed at the field of `path` that it concerns.
     """
+    if recipe.kind == "sweep":  # the plan of the recipe it tunes, as its file sets it
+        from workbench.recipe import load_recipe
+
+        return describe_plan(load_recipe(recipe.recipe), recipe.recipe)
     at = _Placer(path, overrides)
     if recipe.kind == "compare":
         return _describe_compare(recipe, path, overrides)
+    if recipe.kind == "meta" and recipe.algorithm == "learned_optimizer":  # optimizees, not few-shot tasks
+        from workbench.learned.summary import describe_learned_plan
+
+        return describe_learned_plan(recipe)
     if recipe.kind == "meta":
         _check_tasks(recipe, at)
         return _describe_meta(recipe)
@@ -131,13 +140,26 @@ def _plan_model(recipe) -> keras.Model:
     return build_transfer_model(recipe, shape, _class_count(recipe), weights="none", backbone=backbone)
 
 
-def _class_count(recipe) -> int:
+def _class_count(recipe) -> int | dict[str, int]:
+    """The outputs of the head, or of each head, as far as file listings tell them."""
     from workbench.data.datasets import listed_class_counts
 
-    if recipe.head.classes:
+    if recipe.heads is None and recipe.head.classes:
         return recipe.head.classes
     counts = listed_class_counts(recipe.data)
-    return 2 if counts is None else len(counts)  # a TFDS dataset's classes are known only once it is prepared
+    names = ["class 0", "class 1"] if counts is None else list(counts)  # a TFDS dataset's classes are known only once it is prepared
+    if recipe.heads is None:
+        return len(names)
+    return {head.name: _label_count(head, names) for head in recipe.heads}
+
+
+def _label_count(head, class_names: list[str]) -> int:
+    if head.labels == "class":
+        return len(class_names)
+    if head.labels == "group":
+        return max(2, len({PurePosixPath(name).parts[0] for name in class_names}))
+    with open(head.labels.file, newline="") as file:
+        return max(2, len({row[1] for row in list(csv.reader(file))[1:] if len(row) == 2}))
 
 
 def _describe_meta(recipe) -> str:

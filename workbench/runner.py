@@ -12,9 +12,11 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from workbench import devices, interrupts
+from workbench import devices, interrupts, progress
 from workbench.errors import ModelError, RunError
 from workbench.interrupts import Interrupted
+from workbench.precision import precision_policy
+from workbench.progress import Pruned
 from workbench.recipe import load_recipe, to_yaml
 from workbench.recipe.loader import recipe_problem
 from workbench.runs import RECIPE_FILE, Run, latest_finished, still_running
@@ -22,8 +24,14 @@ from workbench.runs import RECIPE_FILE, Run, latest_finished, still_running
 log = logging.getLogger(__name__)
 
 
-def run_recipe(recipe, recipe_path: Path, runs_dir: Path, overrides: tuple[str, ...] = ()) -> Path | None:
+def run_recipe(
+    recipe, recipe_path: Path, runs_dir: Path, overrides: tuple[str, ...] = (), storage: str | None = None, labels: dict | None = None
+) -> Path | None:
     """Train `recipe` in a new run directory under `runs_dir`; return that directory.
+
+    A sweep recipe runs its trials instead, its study in `storage` (a database
+    URL; default: an SQLite file in its run directory). `labels` are recorded
+    in the manifest (a sweep names itself and the trial there).
 
     A `source: recipe` base is found among the finished runs under `runs_dir`,
     or trained there first, before this run seeds its random state or enters
@@ -33,6 +41,8 @@ def run_recipe(recipe, recipe_path: Path, runs_dir: Path, overrides: tuple[str, 
     """
     if recipe.kind == "compare":
         return _run_comparison(recipe, recipe_path, runs_dir, overrides)
+    if recipe.kind == "sweep":
+        return _run_sweep(recipe, recipe_path, runs_dir, overrides, storage)
     with interrupts.stop_signals():
         strategy = devices.strategy_for(recipe.distribute)
         chief = devices.is_chief(strategy)
@@ -46,6 +56,7 @@ def run_recipe(recipe, recipe_path: Path, runs_dir: Path, overrides: tuple[str, 
             overrides=list(overrides),
             base_run=str(base_run.resolve()) if base_run else None,
             distribute={"strategy": recipe.distribute.strategy, "replicas": strategy.num_replicas_in_sync},
+            **(labels or {}),
         )
         try:
             _execute(recipe, run, lambda: _train(recipe, run, strategy, base_run, resuming=False))
@@ -68,6 +79,33 @@ def _run_comparison(recipe, recipe_path: Path, runs_dir: Path, overrides: tuple[
         return run.path
 
 
+def _run_sweep(recipe, recipe_path: Path, runs_dir: Path, overrides: tuple[str, ...], storage: str | None) -> Path:
+    """A sweep's run directory holds its study and sweep.json; this process is its first worker."""
+    from workbench.sweep.worker import start_sweep, work
+
+    with interrupts.stop_signals():
+        run = Run.create(Path(runs_dir), recipe.name)
+        run.start(recipe, to_yaml(recipe), recipe_path=Path(recipe_path).resolve(), overrides=list(overrides), storage=storage)
+        _execute(recipe, run, lambda: work(recipe, run, start_sweep(recipe, run, Path(runs_dir))))
+        return run.path
+
+
+def join_sweep(run_path: Path) -> Path:
+    """Add this process as a worker to the study of the sweep run at `run_path`; return that directory."""
+    with interrupts.stop_signals():
+        run = Run.open(run_path)
+        return _join(run, run.load_recipe())
+
+
+def _join(run: Run, recipe) -> Path:
+    from workbench.sweep.worker import join_study, work
+
+    if recipe.kind != "sweep":
+        raise RunError(f"{run.path}: a {recipe.kind} run, not a sweep; `workbench sweep join` takes a sweep's run directory")
+    _execute(recipe, run, lambda: work(recipe, run, join_study(recipe, run)))
+    return run.path
+
+
 def _base_field(recipe) -> tuple[str, ...]:
     return ("base",) if recipe.kind == "transfer" else ("model", "base")
 
@@ -75,7 +113,7 @@ def _base_field(recipe) -> tuple[str, ...]:
 def _base_section(recipe):
     section = recipe
     for name in _base_field(recipe):
-        section = getattr(section, name)
+        section = getattr(section, name, None)  # a learned-optimizer recipe has no model, hence no base
     return section
 
 
@@ -94,7 +132,8 @@ def _find_or_train_base(recipe, lookup: Path, folder: Path) -> Path | None:
         log.info("base: reusing %s (the finished run of %s)", found.path, base.path)
         return found.path
     log.info("base: training %s first", base.path)
-    return run_recipe(base_recipe, Path(base.path), folder)
+    with progress.unheard():  # a sweep prunes a trial by its own epochs, not by its base's
+        return run_recipe(base_recipe, Path(base.path), folder)
 
 
 def _worker_scratch() -> Path:
@@ -121,6 +160,8 @@ def _resume(run: Run) -> Path | None:
     if manifest["status"] == "finished":
         raise RunError(f"{run.path}: already finished; nothing to resume")
     recipe = run.load_recipe()
+    if recipe.kind == "sweep":  # its trials are in its study: resuming it is joining it again
+        return _join(run, recipe)
     comparison = recipe.kind == "compare"
     base_run = None if comparison else _recorded_base(run, recipe)
     strategy = None if comparison else devices.strategy_for(recipe.distribute)
@@ -182,6 +223,9 @@ def _execute(recipe, run: Run, train: Callable[[], object]) -> None:
         signum = stop.signum if isinstance(stop, Interrupted) else signal.SIGINT
         run.mark("interrupted", signal=signal.Signals(signum).name)
         raise Interrupted(signum, run.path) from None
+    except Pruned as pruned:
+        run.mark("pruned", pruned_after=pruned.step)
+        raise
     except BaseException as error:
         run.mark("failed", error=f"{type(error).__name__}: {error}", traceback=traceback.format_exc())
         raise
@@ -189,12 +233,16 @@ def _execute(recipe, run: Run, train: Callable[[], object]) -> None:
 
 
 def _train(recipe, run: Run, strategy, base_run: Path | None, resuming: bool) -> None:
-    """Train a transfer or meta recipe with every variable created in `strategy`'s scope."""
-    with strategy.scope():
+    """Train a transfer or meta recipe with every variable created in `strategy`'s scope, computing in its precision."""
+    with strategy.scope(), precision_policy(recipe.precision):
         if recipe.kind == "transfer":
             from workbench.transfer import train_transfer
 
             train_transfer(recipe, run, base_run=base_run, resuming=resuming)
+        elif recipe.algorithm == "learned_optimizer":
+            from workbench.learned.runner import train_learned_optimizer
+
+            train_learned_optimizer(recipe, run)  # no resume points: a resumed run trains again, identically from its seed
         else:
             from workbench.meta.runner import train_meta
 

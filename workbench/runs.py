@@ -32,6 +32,10 @@ CLASSES_FILE = "classes.json"
 EVALUATION_FILE = "evaluation.json"
 ADAPTATION_FILE = "adaptation.json"  # meta runs: what adapting the saved initialisation needs
 COMPARE_FILE = "compare.json"  # compare runs: every entrant's scores on the same episodes
+SWEEP_FILE = "sweep.json"  # sweep runs: every trial's parameters, objective, state and run directory
+STUDY_FILE = "study.db"  # sweep runs: the Optuna study, unless --storage names another database
+TRIALS_DIR = "trials"  # sweep runs: the run directories of its trials
+DATASET_FILE = "dataset.json"  # transfer and meta runs: the meta-features of the data they trained on
 INNER_RATES_FILE = "inner_rates.npz"  # meta runs: learned inner learning rates, beside the model
 CHECKPOINTS_DIR = "checkpoints"
 LOGS_DIR = "logs"
@@ -43,7 +47,7 @@ BEST_RATES = "best_inner_rates.npz"
 MODEL_VARIABLES = "model.npz"
 OPTIMIZER_VARIABLES = "optimizer.npz"
 
-STATUSES = ("running", "finished", "failed", "interrupted")
+STATUSES = ("running", "finished", "failed", "interrupted", "pruned")  # pruned: a sweep stopped the trial early
 
 
 def _file_mode() -> int:

@@ -15,14 +15,17 @@ from pathlib import Path
 
 import keras
 
-from workbench import callbacks, runs
+from workbench import callbacks, progress, runs
+from workbench.data import meta_features
 from workbench.data.datasets import ImageSplits, load_image_splits
-from workbench.devices import distributed, use_xla
+from workbench.devices import distributed
+from workbench.domain.adaptation import DomainTraining
 from workbench.errors import DataError
+from workbench.heads import Outputs, PrimaryHeadLogs, compile_model, outputs_of, scores
 from workbench.history import HistoryFile
 from workbench.models import freezing
 from workbench.models.bases import BACKBONE, build_backbone
-from workbench.models.classifier import build_classifier
+from workbench.models.classifier import build_classifier, build_multi_head
 from workbench.optimizers import learning_rate, make_optimizer
 from workbench.resume import ResumePoint
 
@@ -30,16 +33,24 @@ log = logging.getLogger(__name__)
 
 
 def build_transfer_model(
-    recipe, image_shape, classes: int, base_run: Path | None = None, weights: str | None = None, backbone: keras.Model | None = None
+    recipe,
+    image_shape,
+    classes: int | dict[str, int],
+    base_run: Path | None = None,
+    weights: str | None = None,
+    backbone: keras.Model | None = None,
 ) -> keras.Model:
-    """The classifier of a transfer recipe, with `freeze` applied.
+    """The classifier of a transfer recipe, with `freeze` applied: one head of `classes` outputs, or one per entry of `heads`.
 
     `base_run` is the finished run of a `source: recipe` base. `backbone`, when
     given, stands in for the recipe's base (the plan builds a `source: recipe`
     base from its recipe instead of running it).
     """
     backbone = backbone or build_backbone(recipe.base, image_shape, base_run, weights=weights)
-    model = build_classifier(backbone, recipe.head, classes, recipe.data.augment, seed=recipe.seed)
+    if recipe.heads is None:
+        model = build_classifier(backbone, recipe.head, classes, recipe.data.augment, seed=recipe.seed)
+    else:
+        model = build_multi_head(backbone, recipe.heads, classes, recipe.data.augment, seed=recipe.seed)
     freezing.freeze(backbone, recipe.freeze.layers, recipe.freeze.batchnorm)
     return model
 
@@ -51,8 +62,12 @@ def train_transfer(recipe, run: runs.Run, base_run: Path | None = None, resuming
     """
     data = load_image_splits(recipe.data, recipe.seed)
     log.info("data: %s images per split, %d classes", data.counts, len(data.class_names))
-    model = build_transfer_model(recipe, data.image_shape, _head_classes(recipe, data.class_names), base_run)
-    run.write_json(runs.CLASSES_FILE, data.class_names)
+    meta_features.record_image_splits(run, data, meta_features.dataset_name(recipe.data))
+    outputs, data = outputs_of(recipe, data)
+    model = build_transfer_model(recipe, data.image_shape, _head_classes(recipe, outputs), base_run)
+    run.write_json(runs.CLASSES_FILE, outputs.names_file)
+    domain = DomainTraining.prepare(recipe, data, model) if recipe.domain_adaptation is not None else None
+    trained, fitted = (domain.model, domain.data) if domain else (model, data)  # what the phases fit: DANN wraps the classifier
     point = ResumePoint(run)
     saved = point.load() if resuming else None
     state = saved[0] if saved else {"phase": 0, "phases": [], "history_rows": 0}
@@ -60,17 +75,22 @@ def train_transfer(recipe, run: runs.Run, base_run: Path | None = None, resuming
         _log_resume_position(recipe, state)
     history = HistoryFile(run.file(runs.HISTORY_FILE), keep=state["history_rows"])
     phases = list(state["phases"])
-    with distributed(model):
+    with distributed(trained):
         for index, phase in enumerate(recipe.schedule):
             if phase.unfreeze is not None:
                 freezing.unfreeze(model.get_layer(BACKBONE), phase.unfreeze, recipe.freeze.batchnorm)
             if index >= state["phase"]:
                 resume_from = saved if saved and index == state["phase"] else None
-                phases.append(fit_phase(model, phase, index, recipe, data, run, history, resume_from, point, phases))
+                extra = domain.callbacks(recipe, index) if domain else []
+                phases.append(
+                    fit_phase(trained, phase, index, recipe, fitted, run, history, resume_from, point, phases, extra_callbacks=extra)
+                )
         if saved and state["phase"] >= len(recipe.schedule):
-            runs.load_variables(model.variables, saved[1] / runs.MODEL_VARIABLES)
-            _compile(model, recipe)  # only to evaluate: every phase trained before the resume point
-        metrics = {"phases": phases, **_training_time(phases), **_test_metrics(model, data)}
+            runs.load_variables(trained.variables, saved[1] / runs.MODEL_VARIABLES)
+            compile_model(trained, recipe)  # only to evaluate: every phase trained before the resume point
+        metrics = {"phases": phases, **_training_time(phases), **_test_metrics(trained, data, recipe)}
+        if domain:
+            metrics["domain"] = domain.report(recipe, metrics.get("test"))
     runs.save_model(model, run.file(runs.MODEL_FILE))
     if recipe.baseline == "scratch":
         metrics["baseline"] = {"scratch": _scratch_baseline(model, recipe, data, run, history)}
@@ -78,18 +98,11 @@ def train_transfer(recipe, run: runs.Run, base_run: Path | None = None, resuming
     return metrics
 
 
-def _compile(model: keras.Model, recipe, optimizer: keras.optimizers.Optimizer | None = None) -> None:
-    """Compile `model` with the loss and metrics that every phase, and the test evaluation, report."""
-    model.compile(
-        optimizer=optimizer or "adam",
-        loss=keras.losses.SparseCategoricalCrossentropy(),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-        jit_compile=use_xla(recipe.jit_compile),
-    )
-
-
-def _head_classes(recipe, class_names: list[str]) -> int:
-    """The head's outputs: the data's classes; `head.classes`, where given, must agree with them."""
+def _head_classes(recipe, outputs: Outputs) -> int | dict[str, int]:
+    """The outputs of the head (or of each head): the data's classes; `head.classes`, where given, must agree with them."""
+    if recipe.heads is not None:
+        return outputs.sizes
+    class_names = outputs.class_names
     found = len(class_names)
     if recipe.head.classes is not None and recipe.head.classes != found:
         example = ", ".join(class_names[:3]) + (", ..." if found > 3 else "")
@@ -120,11 +133,13 @@ def _training_time(phases: list[dict]) -> dict:
     return totals
 
 
-def _test_metrics(model: keras.Model, data: ImageSplits) -> dict:
+def _test_metrics(model: keras.Model, data: ImageSplits, recipe) -> dict:
+    """`test`: the weighted loss and the primary head's accuracy; with several heads, each one's figures under `heads` too."""
     if data.test is None:
         return {}
-    loss, accuracy = model.evaluate(data.test, verbose=0)
-    return {"test": {"loss": float(loss), "accuracy": float(accuracy), "examples": data.counts["test"]}}
+    test = scores(model, data.test, recipe, data.counts["test"])
+    heads = test.pop("heads", None)
+    return {"test": test, **({"heads": {name: {"test": figures} for name, figures in heads.items()}} if heads else {})}
 
 
 def _scratch_baseline(model: keras.Model, recipe, data: ImageSplits, run: runs.Run, history: HistoryFile) -> dict:
@@ -144,7 +159,7 @@ def _scratch_baseline(model: keras.Model, recipe, data: ImageSplits, run: runs.R
     )
     with distributed(scratch):
         result = fit_phase(scratch, phase, len(recipe.schedule), recipe, data, run, history, label="baseline-scratch")
-        return {**result, **_test_metrics(scratch, data)}
+        return {**result, **_test_metrics(scratch, data, recipe)}
 
 
 def fit_phase(
@@ -159,15 +174,17 @@ def fit_phase(
     point: ResumePoint | None = None,
     completed: list[dict] | None = None,
     label: str | None = None,
+    extra_callbacks: list[keras.callbacks.Callback] | None = None,
 ) -> dict:
     """Compile and fit one phase, from `saved` (a resume point inside it) if given.
 
     With `point`, a resume point is written after every epoch and at the end.
+    `extra_callbacks` run after the phase's own (e.g. a schedule of the phase).
     """
     label = label or f"phase-{index:02d}-{_slug(phase.name)}"
     steps = math.ceil(data.counts["train"] / recipe.data.batch_size)
     rate = learning_rate(phase.learning_rate, phase.lr_schedule, steps * phase.epochs, round(steps * phase.warmup_epochs))
-    _compile(model, recipe, make_optimizer(phase.optimizer, rate, phase.momentum, phase.weight_decay))
+    compile_model(model, recipe, make_optimizer(phase.optimizer, rate, phase.momentum, phase.weight_decay))
     initial_epoch, best, stop_state, stopped = 0, None, {}, False
     best_epoch = None
     if saved is not None:
@@ -190,7 +207,8 @@ def fit_phase(
             patience=stop.patience,
             **stop_state,
         )
-    chain = [
+    chain = [PrimaryHeadLogs(recipe.heads[0].name)] if recipe.heads is not None else []
+    chain += [
         checkpoint,
         keras.callbacks.TensorBoard(run.file(runs.LOGS_DIR) / label),
         history.callback(phase.name),
@@ -198,6 +216,7 @@ def fit_phase(
         callbacks.StopOnSignal(),
     ]
     chain += [early] if early else []
+    chain += extra_callbacks or []
     if data.shuffle_epoch is not None:
         chain.append(callbacks.ShuffleEpoch(data.shuffle_epoch, index))
     if point is not None:
@@ -214,6 +233,9 @@ def fit_phase(
                 },
             )
         )
+    if point is not None:  # the schedule's own phases, not the scratch baseline: epochs count over the whole schedule
+        first_epoch = sum(earlier.epochs for earlier in recipe.schedule[:index])
+        chain.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: progress.report(first_epoch + epoch + 1, logs or {})))
     trainable = sum(int(v.numpy().size) for v in model.trainable_weights)
     log.info("phase %s: %d trainable parameters, %d frozen", phase.name, trainable, model.count_params() - trainable)
     epochs = initial_epoch
@@ -242,8 +264,8 @@ def fit_phase(
         **spent,  # this session's fitting: a phase resumed midway counts from the resume point
     }
     if validation is not None:
-        loss, accuracy = model.evaluate(validation, verbose=0)
-        result.update(val_loss=float(loss), val_accuracy=float(accuracy))
+        found = scores(model, validation, recipe, data.counts["validation"])
+        result.update(val_loss=found["loss"], val_accuracy=found["accuracy"])
     if point is not None:
         state = {"phase": index + 1, "epoch": 0, "history_rows": len(history.rows), "phases": [*(completed or []), result]}
         point.save(state, lambda folder: runs.save_variables(model.variables, folder / runs.MODEL_VARIABLES))

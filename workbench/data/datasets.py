@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from workbench.data.domain_pairs import textured_target
 from workbench.data.episodes import rotate_classes, rotated_names
 from workbench.data.images import ImageFolder
 from workbench.data.sources import MIN_CLASSES, ClassImages, folder_classes, glyph_classes, glyph_names, require_classes, tfds_classes
@@ -38,6 +39,7 @@ class ImageSplits:
     image_shape: tuple[int, int, int]
     counts: dict[str, int]
     shuffle_epoch: object | None = None
+    class_groups: list[str] | None = None  # the group of each class (e.g. its alphabet), where the source has groups
 
 
 def split_per_class(
@@ -141,6 +143,7 @@ def load_image_splits(data, seed: int) -> ImageSplits:
         image_shape=tuple(classes.images.shape[1:]),
         counts={"train": len(train_labels), "validation": len(valid_labels), "test": len(held_labels)},
         shuffle_epoch=shuffle_epoch,
+        class_groups=None if classes.groups is None else [group for group in classes.groups for _ in data.rotations],
     )
 
 
@@ -157,11 +160,15 @@ def _rotated(images: np.ndarray, labels: np.ndarray, rotations: Sequence[int]) -
 
 
 def _in_memory_source(data, seed: int) -> ClassImages:
+    """The classes of a folder or synthetic `data` section, drawn on colour textures where its style asks."""
     image_size = tuple(data.image_size)
+    channels = 1 if data.style == "textured" else data.channels  # textures are blended under grayscale strokes
     if data.source == "synthetic":
-        return glyph_classes(_glyph_range(data), data.samples, image_size, data.channels, seed)
-    folder = ImageFolder.open(data.path)
-    return folder_classes(folder, select_classes(folder, data.include), image_size, data.channels)
+        classes = glyph_classes(_glyph_range(data), data.samples, image_size, channels, seed)
+    else:
+        folder = ImageFolder.open(data.path)
+        classes = folder_classes(folder, select_classes(folder, data.include), image_size, channels)
+    return textured_target(classes, seed) if data.style == "textured" else classes
 
 
 def _glyph_range(data) -> range:

@@ -37,9 +37,11 @@ def rgb_source(images: ClassImages) -> ClassImages:
 def textured_target(images: ClassImages, seed: int) -> ClassImages:
     """The grayscale images blended onto random patches of colour textures, everything else kept.
 
-    Omniglot draws black strokes on white: a pixel's stroke strength is
-    `255 - gray`, and the target pixel `|patch - stroke strength|` per channel, so
-    the background shows the texture and the strokes its inverse colours.
+    A pixel's stroke strength is its distance from the image's background, the
+    median gray value: `255 - gray` for Omniglot's black strokes on white, `gray`
+    for the synthetic glyphs' white strokes on black. The target pixel is
+    `|patch - stroke strength|` per channel, so the background shows the texture
+    and the strokes its inverse colours, whichever way the source draws them.
     """
     gray = _grayscale(images)
     count, height, width, _ = gray.shape
@@ -48,7 +50,8 @@ def textured_target(images: ClassImages, seed: int) -> ClassImages:
     chosen = rng.integers(len(textures), size=count)
     tops = rng.integers(textures.shape[1] - height + 1, size=count)
     lefts = rng.integers(textures.shape[2] - width + 1, size=count)
-    strokes = 255 - gray.astype(np.int16)
+    background = np.median(gray.reshape(count, -1), axis=1).reshape(count, 1, 1, 1)
+    strokes = np.abs(gray.astype(np.int16) - background.astype(np.int16))
     blended = np.empty((count, height, width, 3), np.uint8)
     for index in range(count):
         patch = textures[chosen[index], tops[index] : tops[index] + height, lefts[index] : lefts[index] + width]

@@ -54,13 +54,17 @@ def load_subject(path: Path, data: Path | None, calibrate: bool) -> Subject:
     if run is not None and run.manifest.get("kind") == "meta":
         return _meta_subject(run, data, calibrate)
     classifier = Classifier.load(path)
+    if classifier.heads is not None:
+        raise ArgumentError(
+            f"{path}: a model with several heads ({', '.join(classifier.heads)}); export takes one-output classifiers so far"
+        )
     if classifier.model.inputs[0].dtype != "float32":
         raise ModelError(f"{path}: takes {classifier.model.inputs[0].dtype} inputs; exports take float32 images")
     if data is not None:
         images, labels = _folder_examples(Path(data), classifier)
         source = str(data)
     elif run is not None:
-        images, labels, split = _recipe_examples(run.load_recipe())
+        images, labels, split, _ = _recipe_examples(run.load_recipe())
         source = f"the run's {split} split"
     else:
         raise ArgumentError(
@@ -147,6 +151,9 @@ def for_export(model, probabilities: bool = True):
     """
     import keras
 
+    from workbench.precision import float32_copy
+
+    model = float32_copy(model)  # a mixed-precision model exports computing in float32
     appended = probabilities and not _ends_in_softmax(model)
     if appended:
         probabilities = keras.layers.Softmax(name="probabilities")(model.outputs[0])

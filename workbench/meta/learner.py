@@ -60,6 +60,16 @@ def _check_choice(name, value, choices):
     return value
 
 
+def _check_no_float16(model):
+    float16 = sorted({layer.name for layer in all_layers(model) if layer.compute_dtype == "float16"})
+    if float16:
+        raise ArgumentError(
+            "The meta learner does no loss scaling, which layers computing in float16 need (small gradients underflow); "
+            "build the model under the `mixed_bfloat16` or `float32` dtype policy. "
+            f"Received: layers computing in float16: {float16[:5]}"
+        )
+
+
 def _values(variables):
     """Current values of variables as tensors (read inside the caller's graph)."""
     return [tf.convert_to_tensor(v.value) for v in variables]
@@ -93,6 +103,10 @@ class MetaLearner:
             uniform throughout when `multi_step_anneal` is None.
         learn_inner_rates: MAML++: learn one inner rate per adapted variable
             and inner step.
+        first_order_iterations: MAML++ derivative-order annealing: the first
+            this many outer iterations (counted by the optimizer) take
+            first-order meta-gradients, the later ones second-order. A second
+            compiled step serves the first-order iterations, so neither retraces.
         exact_batchnorm: train with `ExactBatchNormalization` (second-order
             meta-gradients through BatchNormalization are wrong without it).
         strategy: "vectorized" (`tf.vectorized_map` over tasks), "loop"
@@ -103,6 +117,12 @@ class MetaLearner:
 
     Made inside a `tf.distribute` strategy's scope with several replicas, the
     learner splits each meta-batch over them (`replicas`).
+
+    Mixed precision: a model whose layers compute in bfloat16 (Keras policy
+    `mixed_bfloat16`) keeps float32 variables; fast weights, inner and
+    meta-gradients stay float32 tensors, cast to bfloat16 where a layer reads
+    them (Keras autocasts the values `stateless_call` is given). Layers computing
+    in float16 are refused: the inner loop does no loss scaling.
 
     BatchNormalization uses batch statistics in the inner loop and on the
     query set, as in the MAML paper (transductive evaluation). Each
@@ -125,6 +145,7 @@ class MetaLearner:
         multi_step_loss=False,
         multi_step_anneal=5000,
         learn_inner_rates=False,
+        first_order_iterations=0,
         exact_batchnorm=True,
         strategy="auto",
         jit_compile=False,
@@ -141,10 +162,12 @@ class MetaLearner:
         self.first_order = self._resolve_first_order(first_order)
         self.multi_step_loss = bool(multi_step_loss)
         self.learn_inner_rates = bool(learn_inner_rates)
+        self.first_order_iterations = _check_int("first_order_iterations", first_order_iterations, 0)
         self._check_combinations()
 
         if not isinstance(model, keras.Model) or not model.built or not model.trainable_variables:
             raise ArgumentError(f"Expected a built Keras model with trainable variables. Received: model={model!r}")
+        _check_no_float16(model)
         self.model = with_exact_batchnorm(model) if exact_batchnorm else with_standard_batchnorm(model)
         self._weights = list(self.model.trainable_variables)
         self._adapted = self._adapted_indices(head_layers)
@@ -160,31 +183,18 @@ class MetaLearner:
             adapted = [self._weights[i] for i in self._adapted]
             self._rates = InnerRates(kind, adapted, self.inner_learning_rate, self.inner_steps)
         self._meta_variables = self._weights + (self._rates.variables if self._rates else [])
-        self._task = TaskStep(
-            self.model,
-            algorithm=self.algorithm,
-            loss=self.loss,
-            inner_steps=self.inner_steps,
-            first_order=self.first_order,
-            weight_count=len(self._weights),
-            adapted=self._adapted,
-            rate_kind=self._rates.kind if self._rates else "fixed",
-            fixed_rate=self.inner_learning_rate,
-            float_state=self._float_state,
-        )
+        self._task = self._task_step(self.first_order)
         self.optimizer = keras.optimizers.get(optimizer or keras.optimizers.Adam(1e-3))
         self.optimizer.build(self._meta_variables)
 
         # One compiled function per configuration; shapes are fixed by the
         # first call, so each traces once (see `train_step_tracing_count`).
+        # Derivative-order annealing adds the first-order configuration.
         self.jit_compile = bool(jit_compile)
-        self._gradient_function = tf.function(self._meta_gradient_graph, jit_compile=self.jit_compile)
         self._distribution = tf.distribute.get_strategy()
-        if self.replicas > 1:
-            # XLA compiles each replica's share; `strategy.run` itself cannot be compiled.
-            self._train_function = tf.function(self._replicated_train_graph)
-        else:
-            self._train_function = tf.function(self._train_graph, jit_compile=self.jit_compile)
+        self._steps = {self.first_order: self._compiled_step(self._task)}
+        if self.first_order_iterations:
+            self._steps[True] = self._compiled_step(self._task_step(True))
         self._evaluate_functions = {}
         self._adapt_functions = {}
 
@@ -198,7 +208,44 @@ class MetaLearner:
             )
         return self.algorithm in ("fomaml", "reptile") or bool(first_order)
 
+    def _task_step(self, first_order):
+        return TaskStep(
+            self.model,
+            algorithm=self.algorithm,
+            loss=self.loss,
+            inner_steps=self.inner_steps,
+            first_order=first_order,
+            weight_count=len(self._weights),
+            adapted=self._adapted,
+            rate_kind=self._rates.kind if self._rates else "fixed",
+            fixed_rate=self.inner_learning_rate,
+            float_state=self._float_state,
+        )
+
+    def _compiled_step(self, task):
+        """`(gradient, train)`: the traced meta-gradient and outer update of `task`'s configuration."""
+
+        def gradient(*tasks):
+            return self._meta_gradient_graph(task, *tasks)
+
+        gradient_function = tf.function(gradient, jit_compile=self.jit_compile)
+        if self.replicas > 1:
+            # XLA compiles each replica's share; `strategy.run` itself cannot be compiled.
+            return gradient_function, tf.function(lambda *tasks: self._replicated_train_graph(gradient_function, *tasks))
+        return gradient_function, tf.function(lambda *tasks: self._train_graph(task, *tasks), jit_compile=self.jit_compile)
+
+    def _current_step(self):
+        """The compiled step of the next outer iteration: first order during `first_order_iterations`."""
+        first_order = self.first_order or int(self.optimizer.iterations.numpy()) < self.first_order_iterations
+        return self._steps[first_order]
+
     def _check_combinations(self):
+        if self.first_order_iterations and self.first_order:
+            raise ArgumentError(
+                "`first_order_iterations` anneals first-order meta-gradients into second-order ones; this learner is "
+                f"first-order throughout (algorithm={self.algorithm!r}, first_order=True). "
+                f"Received: first_order_iterations={self.first_order_iterations}"
+            )
         maml_plus_plus = [name for name in ("multi_step_loss", "learn_inner_rates") if getattr(self, name)]
         if self.algorithm == "reptile" and maml_plus_plus:
             name = maml_plus_plus[0]
@@ -241,8 +288,8 @@ class MetaLearner:
 
     @property
     def train_step_tracing_count(self):
-        """How many times `train_step` has been traced (1 after warm-up)."""
-        return self._train_function.experimental_get_tracing_count()
+        """How many times `train_step` has been traced (1 after warm-up; 2 once derivative-order annealing has switched)."""
+        return sum(train.experimental_get_tracing_count() for _, train in self._steps.values())
 
     # -------------------------------------------------------------- over tasks
 
@@ -260,7 +307,7 @@ class MetaLearner:
         _, totals = tf.while_loop(lambda i, _: i < count, body, (tf.constant(0), initial))
         return [total / tf.cast(count, total.dtype) for total in totals]
 
-    def _meta_gradient_graph(self, support_x, support_y, query_x, query_y):
+    def _meta_gradient_graph(self, task_step, support_x, support_y, query_x, query_y):
         meta_values = _values(self._meta_variables)
         state = _values(self.model.non_trainable_variables)
         step_weights = None
@@ -271,20 +318,20 @@ class MetaLearner:
         scalar = tf.zeros([], self._output_dtype)
         templates = [scalar, scalar, *meta_values, *(state[i] for i in self._float_state)]
         means = self._mean_over_tasks(
-            lambda task: self._task.gradient(meta_values, state, task, step_weights),
+            lambda task: task_step.gradient(meta_values, state, task, step_weights),
             [support_x, support_y, query_x, query_y],
             templates,
         )
         count = len(meta_values)
         return means[0], means[1], means[2 : 2 + count], means[2 + count :]
 
-    def _train_graph(self, support_x, support_y, query_x, query_y):
-        loss, metric, grads, new_state = self._meta_gradient_graph(support_x, support_y, query_x, query_y)
+    def _train_graph(self, task_step, support_x, support_y, query_x, query_y):
+        loss, metric, grads, new_state = self._meta_gradient_graph(task_step, support_x, support_y, query_x, query_y)
         self.optimizer.apply(grads, self._meta_variables)
         self._set_state(new_state)
         return {"loss": loss, "metric": metric}
 
-    def _replicated_train_graph(self, *tasks):
+    def _replicated_train_graph(self, gradient_function, *tasks):
         """`_train_graph` with the meta-batch split over the strategy's replicas.
 
         Each replica takes its consecutive share of the tasks, computes their
@@ -298,7 +345,7 @@ class MetaLearner:
         def replica_step(*tasks):
             share = tasks[0].shape[0] // self.replicas
             start = tf.distribute.get_replica_context().replica_id_in_sync_group * share
-            loss, metric, grads, new_state = self._gradient_function(*(t[start : start + share] for t in tasks))
+            loss, metric, grads, new_state = gradient_function(*(t[start : start + share] for t in tasks))
             self.optimizer.apply([g / self.replicas for g in grads], self._meta_variables)
             return loss, metric, new_state
 
@@ -365,16 +412,17 @@ class MetaLearner:
             raise ArgumentError(
                 f"Expected a meta-batch that splits evenly over {self.replicas} replicas. Received: {tasks[0].shape[0]} tasks"
             )
-        logs = self._train_function(*tasks)
+        logs = self._current_step()[1](*tasks)
         return {name: float(value) for name, value in logs.items()}
 
     def meta_gradient(self, episodes):
         """The meta-loss, metric and meta-gradient of a meta-batch, without updating anything.
 
         Returns `{"loss": float, "metric": float, "gradients": [np.ndarray]}`,
-        the gradients aligned with `meta_variables`.
+        the gradients aligned with `meta_variables`; first-order while
+        derivative-order annealing would make the next `train_step` so.
         """
-        loss, metric, grads, _ = self._gradient_function(*self._tensors(episodes))
+        loss, metric, grads, _ = self._current_step()[0](*self._tensors(episodes))
         return {"loss": float(loss), "metric": float(metric), "gradients": [g.numpy() for g in grads]}
 
     def evaluate(self, episodes, steps=(1, 5, 10), batch_size=50):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 import time
 
@@ -17,6 +18,7 @@ import keras
 import numpy as np
 
 from workbench import interrupts, runs
+from workbench.data import meta_features
 from workbench.devices import use_xla
 from workbench.errors import RunError, TrainingError
 from workbench.history import HistoryFile
@@ -24,6 +26,8 @@ from workbench.meta.learner import MetaLearner, summarize
 from workbench.meta.tasks import TaskDistribution, build_tasks
 from workbench.models.layers import is_convolutional
 from workbench.optimizers import learning_rate, make_optimizer
+from workbench.precision import output_dtype
+from workbench.progress import report as report_progress
 from workbench.resume import ResumePoint
 
 log = logging.getLogger(__name__)
@@ -52,7 +56,7 @@ def build_meta_model(recipe, tasks: TaskDistribution, base_run=None) -> keras.Mo
     x = backbone(inputs)
     for index, units in enumerate(recipe.model.head.units):
         x = keras.layers.Dense(units, activation=recipe.model.head.activation, name=f"head_dense_{index}")(x)
-    outputs = keras.layers.Dense(tasks.outputs, name=HEAD_LAYER)(x)
+    outputs = keras.layers.Dense(tasks.outputs, name=HEAD_LAYER, dtype=output_dtype())(x)
     return keras.Model(inputs, outputs, name="meta_model")
 
 
@@ -87,6 +91,7 @@ def learner_for_loss(recipe, model: keras.Model, loss: str) -> MetaLearner:
         multi_step_loss=recipe.inner.multi_step_loss,
         multi_step_anneal=recipe.inner.multi_step_anneal,
         learn_inner_rates=recipe.inner.learn_rates,
+        first_order_iterations=0 if pretrain else recipe.inner.first_order_iterations,
         jit_compile=use_xla(recipe.jit_compile, convolutional=is_convolutional(model)),
     )
 
@@ -112,6 +117,7 @@ def train_meta(recipe, run: runs.Run, base_run=None, resuming: bool = False) -> 
     The caller seeds the random state; `base_run` is the finished run of a `source: recipe` base.
     """
     tasks = build_tasks(recipe.tasks, recipe.seed)
+    meta_features.record_tasks(run, tasks, meta_features.dataset_name(recipe.tasks))
     learner = build_learner(recipe, build_meta_model(recipe, tasks, base_run), tasks)
     if recipe.outer.meta_batch_size % learner.replicas:
         raise TrainingError(
@@ -239,6 +245,7 @@ class MetaTraining:
                     }
                     if validate:
                         row[f"val_{metric}"] = self.validate(iteration, loss)
+                        report_progress(math.ceil(iteration / evaluation.every), {f"val_{metric}": row[f"val_{metric}"]})
                         values.append(("val", row[f"val_{metric}"]))
                     self.history.append(row)
                     with writer.as_default(step=iteration):

@@ -7,6 +7,7 @@ Dense layer is always `HEAD_LAYER` ("head"), the part ANIL adapts.
 import keras
 
 from workbench.errors import ArgumentError
+from workbench.precision import output_dtype
 
 __all__ = ["HEAD_LAYER", "build_mlp", "build_conv4"]
 
@@ -36,7 +37,8 @@ def build_mlp(input_shape, outputs, hidden_units=(40, 40), dtype=None, name="mlp
         input_shape: shape of one example, e.g. `(1,)` for sinusoid regression.
         outputs: units of the head (1 for regression, N for N-way logits).
         hidden_units: sizes of the hidden Dense layers, named `hidden_1`, ...
-        dtype: optional dtype policy of every layer (e.g. "float64" in tests).
+        dtype: optional dtype policy of every layer (e.g. "float64" in tests);
+            the head computes in its variable dtype (float32 under a mixed policy).
     """
     input_shape = _check_shape(input_shape, 1, "build_mlp")
     _check_positive("outputs", outputs)
@@ -46,7 +48,7 @@ def build_mlp(input_shape, outputs, hidden_units=(40, 40), dtype=None, name="mlp
     x = inputs
     for index, units in enumerate(hidden_units, start=1):
         x = keras.layers.Dense(units, activation="relu", name=f"hidden_{index}", dtype=dtype)(x)
-    predictions = keras.layers.Dense(outputs, name=HEAD_LAYER, dtype=dtype)(x)
+    predictions = keras.layers.Dense(outputs, name=HEAD_LAYER, dtype=output_dtype(dtype))(x)
     return keras.Model(inputs, predictions, name=name)
 
 
@@ -63,7 +65,8 @@ def build_conv4(input_shape, classes, filters=64, blocks=4, dtype=None, name="co
         filters: filters of every convolution.
         blocks: number of blocks; each halves the spatial size, so the image
             must be at least `2**blocks` pixels on each side.
-        dtype: optional dtype policy of every layer.
+        dtype: optional dtype policy of every layer; the head computes in its
+            variable dtype (float32 under a mixed policy).
     """
     input_shape = _check_shape(input_shape, 3, "build_conv4")
     _check_positive("classes", classes)
@@ -82,5 +85,5 @@ def build_conv4(input_shape, classes, filters=64, blocks=4, dtype=None, name="co
         x = keras.layers.ReLU(name=f"block{index}_relu", dtype=dtype)(x)
         x = keras.layers.MaxPooling2D(2, name=f"block{index}_pool", dtype=dtype)(x)
     x = keras.layers.Flatten(name="flatten", dtype=dtype)(x)
-    logits = keras.layers.Dense(classes, name=HEAD_LAYER, dtype=dtype)(x)
+    logits = keras.layers.Dense(classes, name=HEAD_LAYER, dtype=output_dtype(dtype))(x)
     return keras.Model(inputs, logits, name=name)

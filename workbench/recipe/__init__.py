@@ -1,7 +1,7 @@
 """Recipes: the YAML format of workbench runs, loaded and validated without TensorFlow."""
 
 from workbench.recipe.loader import Problem, load_recipe, load_resolved_recipe
-from workbench.recipe.schema import CompareRecipe, MetaRecipe, Recipe, TransferRecipe
+from workbench.recipe.schema import CompareRecipe, MetaRecipe, Recipe, SweepRecipe, TransferRecipe
 
 
 def json_schema() -> dict:
@@ -26,6 +26,7 @@ __all__ = [
     "MetaRecipe",
     "Problem",
     "Recipe",
+    "SweepRecipe",
     "TransferRecipe",
     "load_resolved_recipe",
     "json_schema",

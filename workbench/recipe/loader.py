@@ -21,7 +21,7 @@ import yaml
 from pydantic.fields import FieldInfo
 
 from workbench.errors import RecipeError
-from workbench.recipe.schema import RECIPE_KINDS
+from workbench.recipe.schema import RECIPE_KINDS, meta_recipe_model
 
 MAX_BYTES = 1_000_000
 MAX_NODES = 50_000
@@ -272,7 +272,7 @@ def _recipe_model(document: Document) -> type[pydantic.BaseModel]:
         near = difflib.get_close_matches(str(kind), RECIPE_KINDS, n=1)
         hint = f"; did you mean {near[0]}?" if near else ""
         raise RecipeError([document.problem(("kind",), f"unknown kind {kind!r}{hint} Expected one of: {', '.join(RECIPE_KINDS)}")])
-    return model
+    return meta_recipe_model(data) if kind == "meta" else model  # meta recipes: a model per family of algorithms
 
 
 def _problems(error: pydantic.ValidationError, document: Document, model: type[pydantic.BaseModel]) -> list[Problem]:

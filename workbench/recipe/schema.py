@@ -14,6 +14,7 @@ module imports no TensorFlow.
 from __future__ import annotations
 
 import re
+import typing
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -234,11 +235,21 @@ class HeldOutData(ImageData):
     rotations: list[Literal[0, 90, 180, 270]] = Field(
         [0], description="Each rotation of a class is a new class, e.g. [0, 90, 180, 270]; an image and its rotations share a split."
     )
+    style: Literal["plain", "textured"] = Field(
+        "plain",
+        description="textured: each grayscale image's strokes blended onto a random colour texture (the MNIST-M construction); channels: 3.",
+    )
 
     @model_validator(mode="after")
     def _check_fractions(self) -> HeldOutData:
         if self.validation + self.test >= 1:
             raise ValueError(f"validation + test must leave examples to train on. Received: validation={self.validation}, test={self.test}")
+        return self
+
+    @model_validator(mode="after")
+    def _check_style(self) -> HeldOutData:
+        if self.style == "textured" and self.channels != 3:
+            raise ValueError(f"style textured draws colour images: set channels: 3. Received: channels={self.channels}")
         return self
 
 
@@ -382,6 +393,65 @@ class ClassifierHead(DenseHead):
     classes: Annotated[int, Field(ge=2)] | None = Field(None, description="Output classes; none: the number of classes in the data.")
 
 
+HEAD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+HEAD_METRICS = ("accuracy", "top5_accuracy")
+
+
+def _head_name(value: str) -> str:
+    if not HEAD_NAME.match(value):
+        raise ValueError(
+            f"a head name starts with a letter and holds letters, digits and _ only (it names the model's output). Received: {value!r}"
+        )
+    return value
+
+
+class LabelsFile(Section):
+    """Labels read from a CSV file of `class,label` rows: each class folder of the data gets one label."""
+
+    file: str = Field(description="The CSV file (a header row class,label), relative to the recipe's folder.")
+
+    @field_validator("file")
+    @classmethod
+    def _resolve(cls, value: str, info: ValidationInfo) -> str:
+        return paths.resolve_file(value, info.context, "labels file")
+
+
+class NamedHead(DenseHead):
+    """One output of a multi-task model: its labels, its dense layers and its weight in the loss."""
+
+    name: Annotated[str, AfterValidator(_head_name)] = Field(description="Names the output, its figures and its predictions.")
+    labels: Literal["class", "group"] | LabelsFile = Field(
+        "class", description="class: the class folder; group: its parent folder (e.g. the Omniglot alphabet); or {file: labels.csv}."
+    )
+    dropout: Fraction = Field(0.0, description="Dropout rate after each hidden layer (or after the base when there is none).")
+    loss_weight: _number(ge=0) = Field(1.0, description="The weight of this head's loss in the total loss.")
+    metrics: Annotated[list[Literal[HEAD_METRICS]], Field(min_length=1)] = Field(
+        ["accuracy"], description="What is reported for this head: accuracy, top5_accuracy."
+    )
+
+
+class DomainAdaptation(Section):
+    """A target domain (same labels, another input distribution) that training adapts to; its labels only score."""
+
+    method: Literal["dann", "none"] = Field(
+        description="dann: a domain classifier behind a gradient-reversal layer (Ganin & Lempitsky 2015); none: source only, the baseline."
+    )
+    target: DataSection = Field(
+        description="The target images, split like data: train unlabelled for adaptation, test (labelled) to score. "
+        "image_size, channels, batch_size and augment are the source's."
+    )
+    weight: _number(gt=0) = Field(1.0, description="The reversal weight that the schedule 2/(1+exp(-10 p)) - 1 rises to over training.")
+    units: list[Count] = Field([100], description="Units of the domain classifier's hidden layers.")
+
+    @model_validator(mode="after")
+    def _target_needs_test_images(self) -> DomainAdaptation:
+        if self.target.source != "tfds" and not self.target.test:
+            raise _field_error(
+                ("target", "test"), "the target's test split scores adaptation: give a fraction > 0, e.g. 0.2", self.target.test
+            )
+        return self
+
+
 class EarlyStopping(Section):
     """Stop a phase when its monitor stops improving."""
 
@@ -390,12 +460,48 @@ class EarlyStopping(Section):
     min_delta: _number(ge=0) = Field(0.0, description="Smallest change that counts as an improvement.")
 
 
+class LearnedOptimizerRun(Section):
+    """The learned optimizer that a finished `algorithm: learned_optimizer` run trained."""
+
+    learned: str = Field(description="The run directory, relative to the recipe's folder.")
+
+    @field_validator("learned")
+    @classmethod
+    def _resolve_run(cls, value: str, info: ValidationInfo) -> str:
+        return paths.resolve_model_path("run", value, info.context)
+
+
+PHASE_OPTIMIZERS = "expected adam | adamw | sgd | rmsprop, or {learned: RUN} (a learned_optimizer run directory)"
+
+
+def _known_optimizer(value: Any) -> Any:
+    if isinstance(value, str) and value not in typing.get_args(Optimizer):
+        raise ValueError(
+            f"{paths.unknown_name('optimizer', value, typing.get_args(Optimizer))}; or {{learned: RUN}} for a learned optimizer"
+        )
+    return value
+
+
+def _optimizer_kind(value: Any) -> str | None:
+    if isinstance(value, str):
+        return "name"
+    return "learned" if isinstance(value, dict | LearnedOptimizerRun) else None
+
+
+PhaseOptimizer = Annotated[
+    Annotated[Annotated[Optimizer, BeforeValidator(_known_optimizer)], Tag("name")] | Annotated[LearnedOptimizerRun, Tag("learned")],
+    Discriminator(_optimizer_kind, custom_error_type="optimizer_kind", custom_error_message=PHASE_OPTIMIZERS),
+]
+
+
 class Phase(Section):
     """One compile + fit of the fine-tune schedule."""
 
     name: str | None = Field(None, description="Names the phase in logs and histories; default: phase-1, phase-2, ... by position.")
     epochs: Count = Field(description="Epochs of this phase.")
-    optimizer: Optimizer = Field("adam", description="The optimizer, compiled anew for the phase.")
+    optimizer: PhaseOptimizer = Field(
+        "adam", description="The optimizer, compiled anew for the phase: adam | adamw | sgd | rmsprop, or {learned: RUN}."
+    )
     learning_rate: LearningRate = Field(1.0e-3, description="Peak learning rate.")
     lr_schedule: LrSchedule = Field("constant", description="constant, or cosine decay over the phase.")
     warmup_epochs: _number(ge=0) = Field(0.0, description="Epochs of linear warm-up to the learning rate; fewer than epochs.")
@@ -409,6 +515,21 @@ class Phase(Section):
     def _check_warmup(self) -> Phase:
         if self.warmup_epochs >= self.epochs:
             raise ValueError(f"warmup_epochs must be fewer than epochs. Received: warmup_epochs={self.warmup_epochs}, epochs={self.epochs}")
+        return self
+
+    @model_validator(mode="after")
+    def _learned_optimizer_has_no_rate(self) -> Phase:
+        # Compared with the defaults, not looked up in the fields set: resolved recipes spell out every default.
+        if isinstance(self.optimizer, LearnedOptimizerRun):
+            changed = [
+                name
+                for name in ("learning_rate", "lr_schedule", "warmup_epochs")
+                if getattr(self, name) != Phase.model_fields[name].default
+            ]
+            if changed:
+                raise _field_error(
+                    (changed[0],), f"a learned optimizer takes the steps it learned; leave {changed[0]} out", getattr(self, changed[0])
+                )
         return self
 
 
@@ -466,6 +587,10 @@ class RecipeFields(RecipeIdentity):
 
     jit_compile: Literal["auto"] | bool = Field("auto", description="XLA; auto: on GPUs, and on CPU for nets without convolutions.")
     distribute: Distribute = Field(Distribute(), description="Where training runs.")
+    precision: Literal["float32", "mixed_bfloat16", "mixed_float16"] = Field(
+        "float32",
+        description="Compute dtype of training; mixed_*: layers compute in bfloat16 or float16, variables and outputs stay float32.",
+    )
 
 
 class TransferRecipe(RecipeFields):
@@ -475,7 +600,11 @@ class TransferRecipe(RecipeFields):
     data: DataSection = Field(description="Where the images come from: source tfds | folder | synthetic.")
     base: BaseSection = Field(description="The pretrained network: source applications | file | run | recipe | hub | builtin.")
     freeze: Freeze = Field(Freeze(), description="Which base layers are frozen at the start.")
-    head: ClassifierHead = Field(ClassifierHead(), description="The new classifier on the base.")
+    head: ClassifierHead | None = Field(None, description="The new classifier on the base; default: one softmax layer.")
+    heads: Annotated[list[NamedHead], Field(min_length=1)] | None = Field(
+        None, description="Several named outputs on the base, trained together, instead of head."
+    )
+    domain_adaptation: DomainAdaptation | None = Field(None, description="Adapt to a target domain; none: train on data alone.")
     schedule: Annotated[list[Phase], Field(min_length=1)] = Field(description="Phases run in order, each its own compile + fit.")
     baseline: Literal["none", "scratch"] = Field(
         "none", description="scratch: also train the same network from random weights, to compare."
@@ -484,6 +613,46 @@ class TransferRecipe(RecipeFields):
     @model_validator(mode="after")
     def _check_channels(self) -> TransferRecipe:
         _check_rgb(self.base, self.data.channels, "data.channels")
+        return self
+
+    @model_validator(mode="after")
+    def _one_kind_of_head(self) -> TransferRecipe:
+        if self.heads is None:
+            self.head = self.head or ClassifierHead()
+            return self
+        if self.head is not None:
+            raise _field_error(("heads",), "give head (one output) or heads (several), not both", [head.name for head in self.heads])
+        names = [head.name for head in self.heads]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise _field_error(("heads",), f"each head name once; {repeated[0]!r} is given twice", names)
+        if self.domain_adaptation is not None:
+            raise _field_error(
+                ("domain_adaptation",), "domain adaptation trains one head: use head, not heads", self.domain_adaptation.method
+            )
+        if self.baseline != "none":
+            raise _field_error(("baseline",), "the scratch baseline trains one head: use head, not heads", self.baseline)
+        return self
+
+    @model_validator(mode="after")
+    def _target_like_source(self) -> TransferRecipe:
+        """The target's images go through the source's model and batches: whatever it leaves unset is the source's."""
+        if self.domain_adaptation is None:
+            return self
+        target = self.domain_adaptation.target
+        for field in ("image_size", "channels", "batch_size", "augment"):
+            mine, theirs = getattr(self.data, field), getattr(target, field)
+            if field not in target.model_fields_set:
+                setattr(target, field, mine)
+            elif theirs != mine:
+                shown = theirs.model_dump() if hasattr(theirs, "model_dump") else theirs
+                raise _field_error(("domain_adaptation", "target", field), f"must be the source's ({field} of data), or left out", shown)
+        if getattr(target, "style", "plain") == "textured" and target.channels != 3:
+            raise _field_error(
+                ("domain_adaptation", "target", "style"),
+                "style textured draws colour images: the source data needs channels: 3",
+                target.style,
+            )
         return self
 
     @model_validator(mode="after")
@@ -632,6 +801,10 @@ class Inner(Section):
         description="Outer iterations over which the multi-step loss moves its weight from uniform to the last step; none keeps it uniform.",
     )
     learn_rates: bool = Field(False, description="MAML++: learn a step size per layer and step.")
+    first_order_iterations: Annotated[int, Field(ge=0)] = Field(
+        0,
+        description="MAML++ derivative-order annealing: first-order meta-gradients for the first this many outer iterations, then second order.",
+    )
 
     @model_validator(mode="after")
     def _anneal_needs_multi_step_loss(self) -> Inner:
@@ -639,6 +812,15 @@ class Inner(Section):
         # recipes (a run's recipe.yaml) spell out every default.
         if self.multi_step_anneal != DEFAULT_MULTI_STEP_ANNEAL and not self.multi_step_loss:
             raise ValueError("inner.multi_step_anneal applies only with inner.multi_step_loss: true")
+        return self
+
+    @model_validator(mode="after")
+    def _annealing_needs_second_order(self) -> Inner:
+        if self.first_order_iterations and self.first_order:
+            raise ValueError(
+                "inner.first_order_iterations switches first-order meta-gradients to second order; "
+                "with inner.first_order: true every iteration is first order. Drop one of them"
+            )
         return self
 
 
@@ -669,11 +851,22 @@ class Evaluation(Section):
     validation_tasks: Count = Field(100, description="Meta-validation tasks, fixed by the seed.")
 
 
+FEW_SHOT_ALGORITHMS = ("maml", "fomaml", "anil", "metasgd", "reptile", "pretrain")
+LEARNED_OPTIMIZER = "learned_optimizer"  # the meta algorithm of LearnedOptimizerRecipe
+
+
+def _meta_algorithm(value: Any) -> Any:
+    """Refuse an unknown algorithm with every meta algorithm as the choices, learned_optimizer too."""
+    if isinstance(value, str) and value not in FEW_SHOT_ALGORITHMS:
+        raise ValueError(paths.unknown_name("algorithm", value, (*FEW_SHOT_ALGORITHMS, LEARNED_OPTIMIZER)))
+    return value
+
+
 class MetaRecipe(RecipeFields):
     """Meta-learning (MAML family, Reptile) over a distribution of few-shot tasks."""
 
     kind: Literal["meta"] = Field(description="meta: learn an initialisation that adapts to new tasks in a few steps.")
-    algorithm: Literal["maml", "fomaml", "anil", "metasgd", "reptile", "pretrain"] = Field(
+    algorithm: Annotated[Literal[FEW_SHOT_ALGORITHMS], BeforeValidator(_meta_algorithm)] = Field(
         "maml", description="maml | fomaml | anil | metasgd | reptile; pretrain: joint training, the transfer baseline (regression)."
     )
     tasks: TasksSection = Field(description="The few-shot tasks: source sinusoid | folder | tfds | synthetic.")
@@ -702,7 +895,140 @@ class MetaRecipe(RecipeFields):
             )
         if self.algorithm in ("reptile", "metasgd") and (self.inner.multi_step_loss or self.inner.learn_rates):
             raise ValueError(f"inner.multi_step_loss and inner.learn_rates are MAML++ options; they do not apply to {self.algorithm}")
+        if self.inner.first_order_iterations and self.algorithm in ("fomaml", "reptile", "pretrain"):
+            raise _field_error(
+                ("inner", "first_order_iterations"),
+                f"anneals first-order meta-gradients into second-order ones; algorithm {self.algorithm} has no second order. "
+                "Use algorithm maml, anil or metasgd, or drop the option",
+                self.inner.first_order_iterations,
+            )
+        if self.precision == "mixed_float16":
+            raise _field_error(
+                ("precision",),
+                "mixed_float16 needs loss scaling, which the meta learner's inner loop does not do; "
+                "use mixed_bfloat16 (float32's exponent range, no scaling needed) or float32",
+                self.precision,
+            )
         return self
+
+
+# ---------------------------------------------------------------- learned optimizers
+
+
+class QuadraticOptimizees(Section):
+    """Quadratics ||W x - y||^2 with W and y drawn from a standard Gaussian for each optimizee (Andrychowicz et al. 2016)."""
+
+    source: Literal["quadratic"] = Field(description="Random quadratic functions.")
+    dimensions: Count = Field(10, description="Dimensions of x (and of y; W is square).")
+    optimizees: Count = Field(128, description="Optimizees trained together in each meta-training iteration.")
+
+
+class GlyphMLPOptimizees(Section):
+    """A small MLP classifying synthetic glyphs; each optimizee is a new random initialisation trained by minibatches."""
+
+    source: Literal["synthetic"] = Field(description="Images drawn by a generator from the seed.")
+    name: _named("synthetic generator", SYNTHETIC_GENERATORS) = Field(description="The generator, e.g. glyphs.")
+    classes: Annotated[int, Field(ge=2)] = Field(10, description="Classes, and outputs of the MLP.")
+    first_class: Annotated[int, Field(ge=0)] = Field(0, description="Index of the first class drawn (other indices give other classes).")
+    samples: Annotated[int, Field(ge=2)] = Field(
+        100, description="Drawings per class for the training optimizees; held-out optimizees train on as many other drawings."
+    )
+    image_size: ImageSize = Field([16, 16])
+    hidden: Annotated[list[Count], Field(min_length=1)] = Field([20], description="Units of each hidden layer of the MLP.")
+    activation: Literal["sigmoid", "relu", "tanh"] = Field("sigmoid", description="Activation of the hidden layers.")
+    batch_size: Count = Field(128, description="Examples per optimizee step.")
+    optimizees: Count = Field(1, description="Optimizees trained together in each meta-training iteration.")
+
+
+OptimizeeSection = Annotated[QuadraticOptimizees | GlyphMLPOptimizees, Field(discriminator="source")]
+
+
+class OptimizerNet(Section):
+    """The coordinatewise LSTM that proposes each parameter's update from its gradient."""
+
+    layers: Count = Field(2, description="LSTM layers.")
+    units: Count = Field(20, description="Units of each LSTM layer.")
+    preprocessing_p: _number(gt=0) = Field(
+        10.0, description="Gradients g enter as (log|g|/p, sign g) when |g| >= e^-p, else as (-1, e^p g)."
+    )
+
+
+class LearnedInner(Section):
+    """The optimizees' training: its horizon, cut into unrolls for truncated backpropagation."""
+
+    steps: Count = Field(100, description="Optimizee steps of one meta-training horizon.")
+    unroll: Count = Field(20, description="Steps per unroll: the learned optimizer is updated after each.")
+
+    @model_validator(mode="after")
+    def _whole_unrolls(self) -> LearnedInner:
+        if self.steps % self.unroll:
+            raise ValueError(f"inner.steps must be a whole number of unrolls. Received: steps={self.steps}, unroll={self.unroll}")
+        return self
+
+
+class LearnedOuter(Section):
+    """Meta-training of the optimizer network."""
+
+    optimizer: Optimizer = Field("adam", description="The meta-optimizer.")
+    learning_rate: LearningRate = Field(1.0e-3, description="Meta learning rate.")
+    iterations: Count = Field(2000, description="Horizons trained, each on new optimizees (inner.steps / inner.unroll updates each).")
+
+
+def _unique_baselines(names: list[str]) -> list[str]:
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"each baseline once; {repeated[0]} is listed twice")
+    return names
+
+
+class LearnedEvaluation(Section):
+    """Held-out optimizees trained by the learned optimizer and by the baselines, their learning rates tuned."""
+
+    tasks: Count = Field(100, description="Held-out optimizees, fixed by the seed.")
+    steps: StepCounts = Field([100, 200], description="Steps after which the loss is reported: one count or a list.")
+    baselines: Annotated[list[Literal["sgd", "adam", "rmsprop", "nesterov"]], AfterValidator(_unique_baselines)] = Field(
+        ["sgd", "adam", "rmsprop", "nesterov"], description="Hand-designed optimizers compared; nesterov: SGD with Nesterov momentum 0.9."
+    )
+    tuning_tasks: Count = Field(32, description="Training optimizees on which each baseline's learning rate is tuned over a log grid.")
+
+
+class LearnedOptimizerRecipe(RecipeFields):
+    """A learned optimizer (Andrychowicz et al. 2016): a coordinatewise LSTM trained to train a family of optimizees."""
+
+    kind: Literal["meta"] = Field(description="meta: learn to learn.")
+    algorithm: Literal["learned_optimizer"] = Field(description="learned_optimizer: learn the update rule.")
+    tasks: OptimizeeSection = Field(description="The optimizees: source quadratic | synthetic (an MLP on glyphs).")
+    optimizer_net: OptimizerNet = Field(OptimizerNet(), description="The optimizer network.")
+    inner: LearnedInner = Field(LearnedInner(), description="The optimizees' training horizon and unrolls.")
+    outer: LearnedOuter = Field(LearnedOuter(), description="The meta-optimizer and how long it trains the optimizer network.")
+    evaluation: LearnedEvaluation = Field(LearnedEvaluation(), description="Held-out optimizees against tuned baselines.")
+
+    @model_validator(mode="after")
+    def _single_device_float32(self) -> LearnedOptimizerRecipe:
+        if self.distribute.strategy != "default":
+            raise _field_error(
+                ("distribute", "strategy"), "a learned optimizer trains on one device: use strategy default", self.distribute.strategy
+            )
+        if self.precision != "float32":
+            raise _field_error(("precision",), "a learned optimizer trains in float32", self.precision)
+        return self
+
+
+def _meta_kind(value: Any) -> str:
+    """Which meta recipe model a meta recipe's data (or model) is: by its algorithm."""
+    algorithm = value.get("algorithm") if isinstance(value, dict) else getattr(value, "algorithm", None)
+    return "learned optimizer" if algorithm == LEARNED_OPTIMIZER else "few-shot"
+
+
+META_RECIPES = {"few-shot": MetaRecipe, "learned optimizer": LearnedOptimizerRecipe}
+MetaRecipes = Annotated[
+    Annotated[MetaRecipe, Tag("few-shot")] | Annotated[LearnedOptimizerRecipe, Tag("learned optimizer")], Discriminator(_meta_kind)
+]
+
+
+def meta_recipe_model(data: Any) -> type[RecipeFields]:
+    """The model of a `kind: meta` recipe's data: LearnedOptimizerRecipe for algorithm learned_optimizer, else MetaRecipe."""
+    return META_RECIPES[_meta_kind(data)]
 
 
 # ---------------------------------------------------------------- compare
@@ -869,8 +1195,98 @@ class CompareRecipe(RecipeIdentity):
         return self
 
 
-Recipe = Annotated[TransferRecipe | MetaRecipe | CompareRecipe, Field(discriminator="kind")]
-RECIPE_KINDS = {"transfer": TransferRecipe, "meta": MetaRecipe, "compare": CompareRecipe}
+# ---------------------------------------------------------------- sweep
+
+SAMPLERS = ("tpe", "random", "cmaes")
+PRUNERS = ("none", "median", "hyperband")
+Bounds = Annotated[list[_number()], Field(min_length=2, max_length=2, description="[low, high], low < high.")]
+IntBounds = Annotated[list[int], Field(min_length=2, max_length=2, description="[low, high], low < high.")]
+
+
+class SpaceEntry(Section):
+    """The values one recipe field takes in a sweep: exactly one of uniform, log_uniform, int or choice."""
+
+    uniform: Bounds | None = Field(None, description="Floats drawn evenly between [low, high].")
+    log_uniform: Bounds | None = Field(None, description="Floats drawn evenly in log scale between [low, high], low > 0.")
+    int: IntBounds | None = Field(None, description="Whole numbers in [low, high], both included.")
+    choice: Annotated[list[Any], Field(min_length=1)] | None = Field(
+        None, description="One of these values; mappings such as layer selectors ({last: 4}) are allowed."
+    )
+
+    @model_validator(mode="after")
+    def _one_distribution(self) -> SpaceEntry:
+        given = [name for name in ("uniform", "log_uniform", "int", "choice") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"give exactly one of uniform, log_uniform, int or choice. Received: {', '.join(given) if given else 'none of them'}"
+            )
+        bounds = getattr(self, given[0])
+        if given[0] != "choice" and not bounds[0] < bounds[1]:
+            raise ValueError(f"{given[0]} needs [low, high] with low < high. Received: {given[0]}={bounds}")
+        if given[0] == "log_uniform" and bounds[0] <= 0:
+            raise ValueError(f"log_uniform needs a low bound above 0. Received: log_uniform={bounds}")
+        return self
+
+    @property
+    def distribution(self) -> str:
+        """uniform | log_uniform | int | choice: the one given."""
+        return next(name for name in ("uniform", "log_uniform", "int", "choice") if getattr(self, name) is not None)
+
+
+class Objective(Section):
+    """What a sweep optimises: a figure of each trial's metrics.json."""
+
+    metric: str = Field(
+        description="transfer: test.accuracy, test.loss, phases.N.val_accuracy or phases.N.val_loss; meta: meta_test (the meta-test mean)."
+    )
+    steps: Count | None = Field(None, description="meta only: the meta-test entry with this many steps; none: the recipe's only one.")
+    direction: Literal["maximize", "minimize"] = Field(description="maximize (accuracies) or minimize (losses, mse).")
+
+
+class WarmStart(Section):
+    """Start from the best configurations of past sweeps on the most similar datasets."""
+
+    neighbours: Count = Field(3, description="How many of the nearest past datasets lend their best configuration.")
+
+
+class SweepRecipe(RecipeIdentity):
+    """Hyperparameter search over a transfer or meta recipe with Optuna; each trial is an ordinary run."""
+
+    kind: Literal["sweep"] = Field(description="sweep: tune the fields of another recipe.")
+    recipe: str = Field(description="The transfer or meta recipe to tune, relative to this recipe's folder.")
+    objective: Objective = Field(description="The metric to optimise and its direction.")
+    space: Annotated[dict[str, SpaceEntry], Field(min_length=1)] = Field(
+        description="Recipe field paths, as --set names them (schedule.0.learning_rate), each with its distribution."
+    )
+    trials: Count = Field(20, description="Trials the sweep runs, over all its workers together.")
+    sampler: Literal[SAMPLERS] = Field("tpe", description="tpe | random | cmaes (cmaes needs the cmaes package).")
+    pruning: Literal[PRUNERS] = Field("none", description="Stop hopeless trials early: epochs (transfer) or meta-validations (meta).")
+    warm_start: WarmStart | None = Field(None, description="{neighbours: K}: start from past sweeps on the K nearest datasets; none: cold.")
+
+    @field_validator("recipe")
+    @classmethod
+    def _resolve_recipe(cls, value: str, info: ValidationInfo) -> str:
+        return paths.resolve_model_path("recipe", value, info.context)
+
+    @model_validator(mode="after")
+    def _check_against_tuned_recipe(self) -> SweepRecipe:
+        # Imported here: the checks load the tuned recipe through the loader, which imports this module.
+        from workbench.sweep.checks import sweep_problems
+
+        problems = sweep_problems(self)
+        if problems:
+            raise ValidationError.from_exception_data(
+                "recipe",
+                [
+                    {"type": PydanticCustomError("value_error", message), "loc": loc, "input": received}
+                    for loc, message, received in problems
+                ],
+            )
+        return self
+
+
+Recipe = Annotated[TransferRecipe | MetaRecipes | CompareRecipe | SweepRecipe, Field(discriminator="kind")]
+RECIPE_KINDS = {"transfer": TransferRecipe, "meta": MetaRecipe, "compare": CompareRecipe, "sweep": SweepRecipe}
 
 _SECTIONS = {"data": TypeAdapter(DataSection), "base": TypeAdapter(BaseSection), "tasks": TypeAdapter(TasksSection)}
 

@@ -228,3 +228,18 @@ def test_outputs_of_one_head_leave_the_data_as_it_is(grouped_folder, tmp_path):
     data = load_image_splits(recipe.data, recipe.seed)
     outputs, same = outputs_of(recipe, data)
     assert same is data and outputs.sizes == 5 and outputs.names_file == data.class_names
+
+
+def test_a_multi_head_run_exports_its_heads_side_by_side_and_the_file_matches_every_head(multitask_run, tmp_path):
+    run_dir, _ = multitask_run
+    output = tmp_path / "multi.onnx"
+    result = CliRunner().invoke(main, ["export", str(run_dir), "--format", "onnx", "--output", str(output)])
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "multi.onnx.export.json").read_text())
+    names = json.loads((run_dir / runs.CLASSES_FILE).read_text())
+    assert record["classes"] == [f"character: {name}" for name in names["character"]] + ["region: north", "region: south"]
+    assert "character [0, 5), region [5, 7)" in record["output"]["meaning"]
+    assert record["parity"]["passed"] and record["parity"]["max_abs_diff"] <= 1e-5
+    # The first head's accuracy, as the run measured it on the same split.
+    metrics = json.loads((run_dir / runs.METRICS_FILE).read_text())
+    assert record["parity"]["accuracy_keras"] == pytest.approx(metrics["heads"]["character"]["test"]["accuracy"], abs=1e-6)

@@ -48,7 +48,9 @@ def export_model(source: Path, format: str, output: Path, quantize: str | None =
         formats.module(format).write(subject.exported, artifact, quantize, subject.calibration)
         measured = _run_in_fresh_process(format, artifact, subject.images, staging)
         keras_probabilities = subject.model.predict(subject.images, verbose=0)
-        checked = parity.compare(keras_probabilities, measured["probabilities"], subject.labels, format, quantize, subject.regression)
+        checked = parity.compare(
+            keras_probabilities, measured["probabilities"], subject.labels, format, quantize, subject.regression, subject.primary
+        )
         if not checked["passed"]:
             raise ParityError(parity.failure(format, quantize, checked))
         keras_speed = measure(subject.model.predict_on_batch, subject.images)

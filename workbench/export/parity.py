@@ -16,14 +16,24 @@ QUANTIZED_ACCURACY_DROP = 0.01
 
 
 def compare(
-    keras: np.ndarray, exported: np.ndarray, labels: np.ndarray, format: str, quantize: str | None, regression: bool = False
+    keras: np.ndarray,
+    exported: np.ndarray,
+    labels: np.ndarray,
+    format: str,
+    quantize: str | None,
+    regression: bool = False,
+    primary: slice | None = None,
 ) -> dict:
-    """The parity record of export.json: figures, the tolerance applied, and whether it passed."""
+    """The parity record of export.json: figures, the tolerance applied, and whether it passed.
+
+    `primary` selects the outputs that top-1 and accuracy read (the first head's, of a model with several); default all.
+    """
     record = {"images": len(labels), "max_abs_diff": float(np.max(np.abs(keras - exported)))}
     if regression:
         record.update(top1_agreement=None, accuracy_keras=None, accuracy_export=None)
     else:
-        keras_top1, export_top1 = keras.argmax(-1), exported.argmax(-1)
+        primary = primary or slice(None)
+        keras_top1, export_top1 = keras[:, primary].argmax(-1), exported[:, primary].argmax(-1)
         record.update(
             top1_agreement=float(np.mean(keras_top1 == export_top1)),
             accuracy_keras=float(np.mean(keras_top1 == labels)),

@@ -27,6 +27,10 @@ WAYS_OUTPUT = (
     "probabilities of a task's {ways} ways before adaptation (the meta-learned initialisation); `workbench adapt` it for named classes"
 )
 REGRESSION_OUTPUT = "the predicted y of each x before adaptation (the meta-learned initialisation)"
+HEADS_OUTPUT = (
+    "the class probabilities of every head side by side, {slices}; `classes` names each output `head: label`; "
+    "top-1 and accuracy are the first head's"
+)
 
 
 @dataclass
@@ -43,6 +47,7 @@ class Subject:
     regression: bool = False  # outputs are values, not probabilities: parity compares values only
     calibration: np.ndarray | None = None
     calibration_data: str | None = None
+    primary: slice | None = None  # several heads: the outputs of the first, which top-1 and accuracy read
 
 
 def load_subject(path: Path, data: Path | None, calibrate: bool) -> Subject:
@@ -55,9 +60,7 @@ def load_subject(path: Path, data: Path | None, calibrate: bool) -> Subject:
         return _meta_subject(run, data, calibrate)
     classifier = Classifier.load(path)
     if classifier.heads is not None:
-        raise ArgumentError(
-            f"{path}: a model with several heads ({', '.join(classifier.heads)}); export takes one-output classifiers so far"
-        )
+        return _heads_subject(path, run, classifier, data, calibrate)
     if classifier.model.inputs[0].dtype != "float32":
         raise ModelError(f"{path}: takes {classifier.model.inputs[0].dtype} inputs; exports take float32 images")
     if data is not None:
@@ -126,6 +129,50 @@ def _meta_subject(run: runs.Run, data: Path | None, calibrate: bool) -> Subject:
     model, exported, appended, left_out = for_export(model, probabilities=not tasks.regression)
     data = f"the queries of {PARITY_TASKS} meta-test tasks"
     return Subject(model, exported, names, inputs, labels, data, appended, left_out, meaning, regression=tasks.regression)
+
+
+def _heads_subject(path: Path, run: runs.Run | None, classifier, data: Path | None, calibrate: bool) -> Subject:
+    """A model with several heads exports as one output: the heads' probabilities side by side, in the recipe's head order.
+
+    It is checked on its run's test split (or validation), whose labels give the
+    first head's: top-1 agreement and accuracy are that head's, the largest
+    difference is over every output.
+    """
+    import keras
+
+    from workbench.data.head_labels import head_labels
+    from workbench.evaluation import _recipe_examples
+
+    if run is None or data is not None:
+        raise ArgumentError(
+            f"{path}: a model with several heads is checked on its run's own held-out split, whose labels every head reads; "
+            "export the run directory, without --data"
+        )
+    recipe = run.load_recipe()
+    images, labels, split, splits = _recipe_examples(recipe)
+    first = recipe.heads[0]
+    first_labels = head_labels(first, splits.class_names, splits.class_groups).of_class[labels]
+    order = [head.name for head in recipe.heads]
+    joined = keras.layers.Concatenate(name="heads")([classifier.model.output[name] for name in order])
+    model, exported, _, left_out = for_export(keras.Model(classifier.model.inputs, joined, name="heads"), probabilities=False)
+    starts = np.cumsum([0] + [len(classifier.heads[name]) for name in order])
+    slices = ", ".join(f"{name} [{start}, {end})" for name, start, end in zip(order, starts, starts[1:], strict=False))
+    names = [f"{name}: {label}" for name in order for label in classifier.heads[name]]
+    subject = Subject(
+        model,
+        exported,
+        names,
+        np.asarray(images, "float32"),
+        np.asarray(first_labels),
+        f"the run's {split} split",
+        False,
+        left_out,
+        HEADS_OUTPUT.format(slices=slices),
+        primary=slice(0, int(starts[1])),
+    )
+    if calibrate:
+        subject.calibration, subject.calibration_data = _training_images(run), "the run's training split"
+    return subject
 
 
 def _training_images(run: runs.Run) -> np.ndarray:

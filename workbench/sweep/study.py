@@ -59,13 +59,7 @@ def _sampler(sweep, seed: int):
 
     if sweep.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    if sweep.sampler == "cmaes":
-        try:
-            import cmaes  # noqa: F401  (Optuna's CMA-ES sampler needs it)
-        except ImportError:
-            from workbench.errors import WorkbenchError
-
-            raise WorkbenchError("sampler: cmaes needs the cmaes package; install it (pip install cmaes) or use sampler: tpe") from None
+    if sweep.sampler == "cmaes":  # choices it cannot model are sampled at random, without a warning per trial
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)

@@ -157,7 +157,7 @@ def _scratch_baseline(model: keras.Model, recipe, data: ImageSplits, run: runs.R
     phase = first.model_copy(
         update={"name": "scratch", "epochs": sum(p.epochs for p in recipe.schedule), "warmup_epochs": 0.0, "early_stopping": None}
     )
-    with distributed(scratch):
+    with distributed(scratch), progress.unheard():  # a comparison, not the run's own training: a sweep does not prune by it
         result = fit_phase(scratch, phase, len(recipe.schedule), recipe, data, run, history, label="baseline-scratch")
         return {**result, **_test_metrics(scratch, data, recipe)}
 
@@ -233,9 +233,8 @@ def fit_phase(
                 },
             )
         )
-    if point is not None:  # the schedule's own phases, not the scratch baseline: epochs count over the whole schedule
-        first_epoch = sum(earlier.epochs for earlier in recipe.schedule[:index])
-        chain.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: progress.report(first_epoch + epoch + 1, logs or {})))
+    first_epoch = sum(earlier.epochs for earlier in recipe.schedule[:index])  # epochs count over the whole schedule
+    chain.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: progress.report(first_epoch + epoch + 1, logs or {})))
     trainable = sum(int(v.numpy().size) for v in model.trainable_weights)
     log.info("phase %s: %d trainable parameters, %d frozen", phase.name, trainable, model.count_params() - trainable)
     epochs = initial_epoch

@@ -11,13 +11,14 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import math
 import platform
 from pathlib import Path
 from typing import Any
 
 from workbench import runs
 from workbench.errors import RunError
-from workbench.evaluation import format_meta_result
+from workbench.evaluation import format_meta_result, plural
 
 KILLED = "killed"  # not a manifest status: a `running` manifest whose process is gone
 
@@ -56,11 +57,19 @@ def read_json(path: Path, expected: type = dict) -> Any:
 def headline_figure(kind: str, metrics: dict[str, Any]) -> tuple[str, float | None]:
     """The one figure that says how a run did, as text and as its value.
 
-    Test accuracy (transfer), the meta-test metric after the most steps (meta),
-    or the best entrant's figure (compare, whose `metrics` are `compare.json`).
+    Test accuracy (transfer), the meta-test metric after the most steps (meta;
+    for a learned optimizer, beside the best tuned baseline), or the best
+    entrant's figure (compare, whose `metrics` are `compare.json`). A mean that
+    is null (JSON's NaN: the optimizees or the model diverged) is said in words,
+    and its value is None.
     """
     if kind == "compare":
-        scored = [(entrant["name"], entry) for entrant in metrics.get("entrants", []) for entry in entrant.get("evaluation", [])]
+        scored = [
+            (entrant["name"], entry)
+            for entrant in metrics.get("entrants", [])
+            for entry in entrant.get("evaluation", [])
+            if finite(entry.get("mean"))
+        ]
         if not scored:
             return "", None
         best = (max if metrics["metric"] == "accuracy" else min)(scored, key=lambda pair: pair[1]["mean"])
@@ -72,7 +81,12 @@ def headline_figure(kind: str, metrics: dict[str, Any]) -> tuple[str, float | No
         return f"best trial {best['trial']}: {metrics['objective']['metric']} {best['value']:.4g}", best["value"]
     if kind == "meta" and metrics.get("evaluation"):
         entry = max(metrics["evaluation"], key=lambda item: item["steps"])
-        return format_meta_result(metrics["metric"], entry), entry["mean"]
+        value = entry["mean"] if finite(entry.get("mean")) else None
+        if "baselines" in metrics:  # a learned optimizer, against hand-designed ones
+            return _learned_optimizer_headline(metrics, entry), value
+        if value is None:
+            return _diverged(metrics["metric"], entry), None
+        return format_meta_result(metrics["metric"], entry), value
     if kind == "transfer" and "test" in metrics:
         accuracy = metrics["test"]["accuracy"]
         scratch = metrics.get("baseline", {}).get("scratch", {}).get("test")
@@ -81,6 +95,42 @@ def headline_figure(kind: str, metrics: dict[str, Any]) -> tuple[str, float | No
         accuracy = metrics["phases"][-1]["val_accuracy"]
         return f"validation accuracy {accuracy:.1%}", accuracy
     return "", None
+
+
+def finite(value: Any) -> bool:
+    """Whether a figure read from JSON is a number to show: not null (NaN written by the run) nor infinite."""
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _diverged(metric: str, entry: dict[str, Any]) -> str:
+    """`loss after 200 steps: diverged (3 of 100 tasks)`: a mean that is no number."""
+    count = f" ({entry['diverged']} of {plural(entry['tasks'], 'task')})" if entry.get("diverged") else ""
+    return f"{metric} after {plural(entry['steps'], 'step')}: diverged{count}"
+
+
+def _learned_optimizer_headline(metrics: dict[str, Any], entry: dict[str, Any]) -> str:
+    """`loss after 200 steps: 0.0123 ± 0.002 (100 tasks); best tuned baseline adam 0.0456`.
+
+    Losses span decades (a diverging baseline reaches 1e8), so figures have 4
+    significant digits rather than 4 decimals.
+    """
+    metric, steps = metrics["metric"], entry["steps"]
+    if finite(entry.get("mean")):
+        learned = f"{metric} after {plural(steps, 'step')}: {entry['mean']:.4g} ± {entry['ci95']:.2g} ({plural(entry['tasks'], 'task')})"
+    else:
+        learned = _diverged(metric, entry)
+    if not metrics["baselines"]:
+        return learned
+    at_steps = {
+        name: baseline_entry["mean"]
+        for name, baseline in metrics["baselines"].items()
+        for baseline_entry in baseline.get("evaluation", [])
+        if baseline_entry["steps"] == steps and finite(baseline_entry.get("mean"))
+    }
+    if not at_steps:
+        return f"{learned}; every tuned baseline diverged"
+    best = min(at_steps, key=at_steps.get)
+    return f"{learned}; best tuned baseline {best} {at_steps[best]:.4g}"
 
 
 def _parse_time(stamp: str | None) -> datetime.datetime | None:

@@ -166,8 +166,10 @@ def _describe_meta(recipe) -> str:
     inner, outer = recipe.inner, recipe.outer
     return "\n".join(
         [
-            f"  algorithm {recipe.algorithm}: {inner.steps} inner steps at {inner.learning_rate:g}"
-            + (" (first order)" if inner.first_order or recipe.algorithm == "fomaml" else ""),
+            f"  algorithm {recipe.algorithm}: {inner.steps} inner steps "
+            + ("learned by an LSTM, starting " if recipe.algorithm == "meta_lstm" else "")
+            + f"at {inner.learning_rate:g}"
+            + (" (first order)" if inner.first_order or recipe.algorithm in ("fomaml", "meta_lstm") else ""),
             f"  outer: {outer.optimizer} at {outer.learning_rate:g} ({outer.lr_schedule}), meta-batch {outer.meta_batch_size}, {outer.iterations:,} iterations",
             f"  evaluation: {recipe.evaluation.tasks} tasks, steps {recipe.evaluation.steps}",
         ]

@@ -14,7 +14,8 @@ Learned rates of the head have the W-way head's shape. Meta-SGD's per-parameter
 rates are averaged over the W classes, per input feature for the kernel, and
 broadcast to N: the classes of a task are exchangeable, so no learned class
 slot has a claim on any new class. MAML++'s per-step rates have no class axis
-and are used as learned.
+and are used as learned, as is the meta-learner LSTM, which works coordinate by
+coordinate and so serves a head of any size.
 
 For N == W the run's learned head is kept, so the scores are those of the
 run's own meta-test protocol (`MetaLearner.evaluate`).
@@ -30,6 +31,7 @@ from workbench import runs
 from workbench.adaptation.prototypes import prototype_head
 from workbench.adaptation.scorer import TASKS_PER_CALL, EpisodeScorer, chunks
 from workbench.adaptation.settings import INNER_LOOP
+from workbench.meta import meta_lstm
 from workbench.meta.batchnorm import has_batchnorm, set_moving_statistics, with_standard_batchnorm
 from workbench.meta.task_step import TaskStep
 from workbench.models.builtin import HEAD_LAYER
@@ -81,6 +83,8 @@ class AnyWayLearner:
         learned = self.learner.inner_rates()
         if not learned:
             return "fixed", []
+        if self.learner.algorithm == meta_lstm.KIND:
+            return meta_lstm.KIND, [tf.constant(learned[key]) for key in meta_lstm.KEYS]
         kind = "per_parameter" if self.learner.algorithm == "metasgd" else "per_step"
         head_keys = {id(self.head.kernel): meta_head.kernel.path, id(self.head.bias): meta_head.bias.path}
         rates = []

@@ -13,6 +13,7 @@ eagerly, inside `tf.function`, and inside `tf.vectorized_map`.
 import tensorflow as tf
 
 from workbench.errors import ArgumentError
+from workbench.meta import meta_lstm
 
 __all__ = [
     "LOSSES",
@@ -27,9 +28,10 @@ __all__ = [
 LOSSES = {"mse": "mse", "sparse_categorical_crossentropy": "accuracy"}
 
 # How inner learning rates are held: one fixed float, one learned tensor the
-# shape of each adapted variable (Meta-SGD), or one learned rate per adapted
-# variable and inner step (MAML++ "LSLR").
-RATE_KINDS = ("fixed", "per_parameter", "per_step")
+# shape of each adapted variable (Meta-SGD), one learned rate per adapted
+# variable and inner step (MAML++ "LSLR"), or computed per coordinate and step
+# by the meta-learner LSTM (Ravi & Larochelle), whose weights `rates` then holds.
+RATE_KINDS = ("fixed", "per_parameter", "per_step", meta_lstm.KIND)
 
 
 def loss_and_metric(loss, y, predictions):
@@ -95,8 +97,10 @@ def inner_loop(
         adapted: indices into `weights` of the tensors the loop changes (all
             of them for MAML, the head's for ANIL); the others stay the very
             same tensors.
-        rate_kind, rates: see `inner_rate`.
-        first_order: stop the gradient through the inner gradients.
+        rate_kind, rates: see `inner_rate`; for "meta_lstm", `rates` is the
+            meta-learner's tensors and `meta_lstm.update` makes each step.
+        first_order: stop the gradient through the inner gradients (and,
+            for the meta-learner LSTM, through the losses it reads).
         after_step: optional `callback(step, fast_weights)` run after each
             step, `step` counting from 1 (multi-step losses, learning curves).
 
@@ -106,7 +110,7 @@ def inner_loop(
         BatchNormalization moving statistics), or `None` when `steps == 0`.
     """
     fast = list(weights)
-    first_state = None
+    first_state = carry = None
     for step in range(steps):
         params = [fast[i] for i in adapted]
         with tf.GradientTape(watch_accessed_variables=False) as tape:
@@ -116,14 +120,21 @@ def inner_loop(
         grads = tape.gradient(value, params, unconnected_gradients=tf.UnconnectedGradients.ZERO)
         if first_state is None:
             first_state = new_state
-        for position, (index, grad) in enumerate(zip(adapted, grads, strict=True)):
+        if rate_kind == meta_lstm.KIND:
             if first_order:
-                grad = tf.stop_gradient(grad)
-            rate = inner_rate(rate_kind, rates, position, step)
-            # A Python float goes straight to the gradient's dtype: casting
-            # through float32 would round it before a float64 model sees it.
-            rate = tf.constant(rate, grad.dtype) if isinstance(rate, float) else tf.cast(rate, grad.dtype)
-            fast[index] = fast[index] - rate * grad
+                grads, value = [tf.stop_gradient(g) for g in grads], tf.stop_gradient(value)
+            params, carry = meta_lstm.update(rates, params, grads, value, carry)
+            for index, param in zip(adapted, params, strict=True):
+                fast[index] = param
+        else:
+            for position, (index, grad) in enumerate(zip(adapted, grads, strict=True)):
+                if first_order:
+                    grad = tf.stop_gradient(grad)
+                rate = inner_rate(rate_kind, rates, position, step)
+                # A Python float goes straight to the gradient's dtype: casting
+                # through float32 would round it before a float64 model sees it.
+                rate = tf.constant(rate, grad.dtype) if isinstance(rate, float) else tf.cast(rate, grad.dtype)
+                fast[index] = fast[index] - rate * grad
         if after_step is not None:
             after_step(step + 1, fast)
     return fast, first_state

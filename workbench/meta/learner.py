@@ -1,8 +1,9 @@
-"""`MetaLearner`: the outer loop of MAML, FOMAML, ANIL, Meta-SGD and Reptile.
+"""`MetaLearner`: the outer loop of MAML, FOMAML, ANIL, Meta-SGD, Reptile and the meta-learner LSTM.
 
 A learner owns a copy of a Keras model (with exact BatchNormalization, see
 `workbench.meta.batchnorm`), the learned inner rates when the algorithm has
-them (`workbench.meta.rates`), and the outer optimizer. One meta-batch of
+them (`workbench.meta.rates`, or the meta-learner LSTM of
+`workbench.meta.meta_lstm`), and the outer optimizer. One meta-batch of
 tasks is one `train_step`; `evaluate` scores adaptation on held-out tasks;
 `adapt` and `export_model` give back ordinary Keras models for saving. What
 runs for each task is a `workbench.meta.task_step.TaskStep`.
@@ -24,6 +25,7 @@ import tensorflow as tf
 
 from workbench.errors import ArgumentError
 from workbench.meta import adapt as inner
+from workbench.meta import meta_lstm
 from workbench.meta.batchnorm import has_batchnorm, set_moving_statistics, with_exact_batchnorm, with_standard_batchnorm
 from workbench.meta.rates import InnerRates, load_rates, save_rates
 from workbench.meta.task_step import TaskStep
@@ -32,7 +34,7 @@ from workbench.models.layers import all_layers, is_convolutional
 
 __all__ = ["ALGORITHMS", "STRATEGIES", "MetaLearner", "summarize"]
 
-ALGORITHMS = ("maml", "fomaml", "anil", "metasgd", "reptile")
+ALGORITHMS = ("maml", "fomaml", "anil", "metasgd", "reptile", "meta_lstm")
 STRATEGIES = ("auto", "vectorized", "loop")
 
 
@@ -81,16 +83,21 @@ class MetaLearner:
     Args:
         model: a built functional or sequential Keras model. The learner
             trains a copy (`learner.model`); save `learner.export_model()`.
-        algorithm: one of "maml", "fomaml", "anil", "metasgd", "reptile".
-            ANIL adapts only `head_layers` in the inner loop; Meta-SGD
-            meta-learns one inner rate per parameter; Reptile takes plain SGD
-            steps on support and query together and moves the weights toward
-            the adapted ones (its meta-gradient is `theta - mean(phi)`).
+        algorithm: one of "maml", "fomaml", "anil", "metasgd", "reptile",
+            "meta_lstm". ANIL adapts only `head_layers` in the inner loop;
+            Meta-SGD meta-learns one inner rate per parameter; Reptile takes
+            plain SGD steps on support and query together and moves the
+            weights toward the adapted ones (its meta-gradient is
+            `theta - mean(phi)`); the meta-learner LSTM (Ravi & Larochelle)
+            learns the update rule itself beside the initialisation, its input
+            gate starting at `inner_learning_rate`.
         inner_steps: gradient steps of the inner loop during meta-training.
         inner_learning_rate: inner step size (the initial value when learned).
         first_order: stop gradients through the inner loop. Default: True for
-            "fomaml" (where False is an error), False for the others. Reptile
-            is first-order by construction and ignores it.
+            "fomaml" (where False is an error) and "meta_lstm" (the paper drops
+            the second derivatives, the gradients and losses its LSTM reads),
+            False for the others. Reptile is first-order by construction and
+            ignores it.
         loss: "mse" (metric mse) or "sparse_categorical_crossentropy" (from
             logits, metric accuracy).
         head_layers: names of the layers ANIL adapts.
@@ -178,7 +185,9 @@ class MetaLearner:
             self.strategy = "loop" if is_convolutional(self.model) else "vectorized"
 
         self._rates = None
-        if self.algorithm == "metasgd" or self.learn_inner_rates:
+        if self.algorithm == "meta_lstm":
+            self._rates = meta_lstm.MetaLSTMRule(self.inner_learning_rate, dtype=self._weights[0].dtype)
+        elif self.algorithm == "metasgd" or self.learn_inner_rates:
             kind = "per_parameter" if self.algorithm == "metasgd" else "per_step"
             adapted = [self._weights[i] for i in self._adapted]
             self._rates = InnerRates(kind, adapted, self.inner_learning_rate, self.inner_steps)
@@ -206,6 +215,8 @@ class MetaLearner:
                 "Algorithm 'fomaml' is first-order by definition; use algorithm='maml' for second-order "
                 "meta-gradients. Received: first_order=False"
             )
+        if first_order is None and self.algorithm == "meta_lstm":
+            return True
         return self.algorithm in ("fomaml", "reptile") or bool(first_order)
 
     def _task_step(self, first_order):
@@ -247,16 +258,17 @@ class MetaLearner:
                 f"Received: first_order_iterations={self.first_order_iterations}"
             )
         maml_plus_plus = [name for name in ("multi_step_loss", "learn_inner_rates") if getattr(self, name)]
-        if self.algorithm == "reptile" and maml_plus_plus:
+        if self.algorithm in ("reptile", "meta_lstm") and maml_plus_plus:
             name = maml_plus_plus[0]
-            raise ArgumentError(f"`{name}` is a MAML++ option and does not apply to Reptile. Received: {name}=True")
+            raise ArgumentError(f"`{name}` is a MAML++ option and does not apply to {self.algorithm}. Received: {name}=True")
         if self.algorithm == "metasgd" and self.learn_inner_rates:
             raise ArgumentError(
                 "Meta-SGD already learns one inner rate per parameter; `learn_inner_rates` (one rate per "
                 "variable and step) is the MAML++ alternative. Received: algorithm='metasgd', learn_inner_rates=True"
             )
-        if self.inner_steps < 1 and (self.algorithm == "reptile" or maml_plus_plus):
-            needs = "Reptile" if self.algorithm == "reptile" else f"`{maml_plus_plus[0]}`"
+        if self.inner_steps < 1 and (self.algorithm in ("reptile", "meta_lstm") or maml_plus_plus):
+            names = {"reptile": "Reptile", "meta_lstm": "The meta-learner LSTM"}
+            needs = names[self.algorithm] if self.algorithm in names else f"`{maml_plus_plus[0]}`"
             raise ArgumentError(f"{needs} needs at least one inner step. Received: inner_steps={self.inner_steps}")
 
     def _adapted_indices(self, head_layers):
@@ -499,7 +511,7 @@ class MetaLearner:
     # ----------------------------------------------------------- learned rates
 
     def inner_rates(self):
-        """Learned inner rates as `{variable path: np.ndarray}`; empty when none are learned.
+        """Learned inner rates as `{variable path: np.ndarray}` (the meta-learner LSTM's weights for "meta_lstm"); empty when none are learned.
 
         With the exported model and the `inner` settings (steps, learning
         rate, algorithm), this is all that adaptation needs to be reproduced.

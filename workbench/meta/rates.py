@@ -13,11 +13,35 @@ import numpy as np
 from workbench import runs
 from workbench.errors import ArgumentError
 
-__all__ = ["InnerRates", "save_rates", "load_rates"]
+__all__ = ["KeyedVariables", "InnerRates", "save_rates", "load_rates"]
 
 
-class InnerRates:
-    """The learned inner rates of one learner.
+class KeyedVariables:
+    """Learned variables of the inner loop, each saved under a key: `keys` and `variables`, in one order."""
+
+    keys: list
+    variables: list
+    description = "inner rates"  # what the variables are, for errors
+
+    def as_dict(self):
+        """`{key: np.ndarray}` of the current values."""
+        return {key: np.asarray(variable.numpy()) for key, variable in zip(self.keys, self.variables, strict=True)}
+
+    def restore(self, values):
+        """Assigns values from `as_dict()`; the keys and shapes must match."""
+        if set(values) != set(self.keys):
+            raise ArgumentError(f"Expected {self.description} for exactly {sorted(self.keys)}. Received: keys={sorted(values)}")
+        for key, variable in zip(self.keys, self.variables, strict=True):
+            value = np.asarray(values[key])
+            if value.shape != tuple(variable.shape):
+                raise ArgumentError(
+                    f"Expected {self.description} of shape {tuple(variable.shape)} for {key!r}. Received: shape={value.shape}"
+                )
+            variable.assign(value)
+
+
+class InnerRates(KeyedVariables):
+    """The learned inner rates of one learner, keyed by the path of the variable each scales.
 
     Args:
         kind: "per_parameter" (Meta-SGD) or "per_step" (MAML++).
@@ -40,20 +64,6 @@ class InnerRates:
             )
             for variable in variables
         ]
-
-    def as_dict(self):
-        """`{variable path: np.ndarray}` of the current rates."""
-        return {key: np.asarray(variable.numpy()) for key, variable in zip(self.keys, self.variables, strict=True)}
-
-    def restore(self, rates):
-        """Assigns rates from `as_dict()`; the keys and shapes must match."""
-        if set(rates) != set(self.keys):
-            raise ArgumentError(f"Expected inner rates for exactly {sorted(self.keys)}. Received: keys={sorted(rates)}")
-        for key, variable in zip(self.keys, self.variables, strict=True):
-            value = np.asarray(rates[key])
-            if value.shape != tuple(variable.shape):
-                raise ArgumentError(f"Expected inner rates of shape {tuple(variable.shape)} for {key!r}. Received: shape={value.shape}")
-            variable.assign(value)
 
 
 def save_rates(rates, path):

@@ -46,7 +46,9 @@ def build_meta_model(recipe, tasks: TaskDistribution, base_run=None) -> keras.Mo
     if recipe.model.builtin == "mlp":
         return build_mlp(tasks.input_shape, tasks.outputs)
     if recipe.model.builtin == "conv4":
-        return _with_scaling(build_conv4(tasks.input_shape, tasks.outputs))
+        return _with_scaling(
+            build_conv4(tasks.input_shape, tasks.outputs, **({"filters": recipe.model.filters} if recipe.model.filters else {}))
+        )
     from workbench.models import freezing
     from workbench.models.bases import build_backbone
 
@@ -309,7 +311,7 @@ def adaptation_settings(recipe, tasks: TaskDistribution) -> dict:
         "algorithm": recipe.algorithm,
         "steps": recipe.inner.steps,
         "inner_learning_rate": recipe.inner.learning_rate,
-        "learned_rates": runs.INNER_RATES_FILE if (recipe.algorithm == "metasgd" or recipe.inner.learn_rates) else None,
+        "learned_rates": runs.INNER_RATES_FILE if (recipe.algorithm in ("metasgd", "meta_lstm") or recipe.inner.learn_rates) else None,
         "loss": tasks.loss,
         "metric": tasks.metric,
         "ways": tasks.outputs if not tasks.regression else None,

@@ -17,12 +17,12 @@ class TaskStep:
 
     Args:
         model: the Keras model the fast weights run through (`stateless_call`).
-        algorithm: "maml", "fomaml", "anil", "metasgd" or "reptile".
+        algorithm: "maml", "fomaml", "anil", "metasgd", "reptile" or "meta_lstm".
         loss: a key of `adapt.LOSSES`.
         inner_steps: inner gradient steps in meta-training.
         first_order: stop gradients through the inner loop.
         weight_count: how many of the meta-parameters are model weights; the
-            rest are learned inner rates.
+            rest are learned inner rates (or the meta-learner LSTM's weights).
         adapted: indices of the weights the inner loop adapts.
         rate_kind: one of `adapt.RATE_KINDS`.
         fixed_rate: the inner learning rate when `rate_kind` is "fixed".

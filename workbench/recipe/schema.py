@@ -29,6 +29,7 @@ from pydantic import (
     ValidationInfo,
     WithJsonSchema,
     field_validator,
+    model_serializer,
     model_validator,
 )
 from pydantic_core import PydanticCustomError, ValidationError
@@ -746,6 +747,24 @@ class BuiltinNet(Section):
     """A network of the workbench, from random weights."""
 
     builtin: Literal["mlp", "conv4"] = Field(description="mlp (1-40-40-1, regression) or conv4 (four conv blocks, images).")
+    filters: Count | None = Field(
+        None,
+        description="conv4: filters of every convolution; default 64, as MAML on Omniglot (MAML and Ravi & Larochelle use 32 on miniImageNet).",
+    )
+
+    @model_validator(mode="after")
+    def _filters_only_for_conv4(self) -> BuiltinNet:
+        if self.builtin == "mlp" and self.filters is not None:
+            raise ValueError("model.filters sets conv4's convolutions; the mlp has none")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _filters_when_set(self, serialize):
+        # A resolved recipe leaves out filters it was not given: `{builtin: mlp}` stays as written.
+        data = serialize(self)
+        if self.filters is None:
+            data.pop("filters", None)
+        return data
 
     @property
     def base(self) -> None:
@@ -851,7 +870,7 @@ class Evaluation(Section):
     validation_tasks: Count = Field(100, description="Meta-validation tasks, fixed by the seed.")
 
 
-FEW_SHOT_ALGORITHMS = ("maml", "fomaml", "anil", "metasgd", "reptile", "pretrain")
+FEW_SHOT_ALGORITHMS = ("maml", "fomaml", "anil", "metasgd", "reptile", "meta_lstm", "pretrain")
 LEARNED_OPTIMIZER = "learned_optimizer"  # the meta algorithm of LearnedOptimizerRecipe
 
 
@@ -867,7 +886,9 @@ class MetaRecipe(RecipeFields):
 
     kind: Literal["meta"] = Field(description="meta: learn an initialisation that adapts to new tasks in a few steps.")
     algorithm: Annotated[Literal[FEW_SHOT_ALGORITHMS], BeforeValidator(_meta_algorithm)] = Field(
-        "maml", description="maml | fomaml | anil | metasgd | reptile; pretrain: joint training, the transfer baseline (regression)."
+        "maml",
+        description="maml | fomaml | anil | metasgd | reptile | meta_lstm (Ravi & Larochelle's LSTM learns the updates; "
+        "inner.learning_rate is its first rate); pretrain: joint training, the transfer baseline (regression).",
     )
     tasks: TasksSection = Field(description="The few-shot tasks: source sinusoid | folder | tfds | synthetic.")
     model: MetaModel = Field(description="{builtin: mlp | conv4}, or base/freeze/head as in a transfer recipe.")
@@ -893,9 +914,16 @@ class MetaRecipe(RecipeFields):
             raise ValueError(
                 f"outer.meta_batch_size ({self.outer.meta_batch_size}) must split evenly over the {replicas} devices of distribute.devices"
             )
-        if self.algorithm in ("reptile", "metasgd") and (self.inner.multi_step_loss or self.inner.learn_rates):
-            raise ValueError(f"inner.multi_step_loss and inner.learn_rates are MAML++ options; they do not apply to {self.algorithm}")
-        if self.inner.first_order_iterations and self.algorithm in ("fomaml", "reptile", "pretrain"):
+        maml_plus_plus = [name for name in ("multi_step_loss", "learn_rates") if getattr(self.inner, name)]
+        if self.algorithm in ("reptile", "metasgd", "meta_lstm") and maml_plus_plus:
+            raise _field_error(("inner", maml_plus_plus[0]), f"is a MAML++ option; it does not apply to {self.algorithm}", True)
+        if self.algorithm == "meta_lstm" and not self.inner.learning_rate < 1:
+            raise _field_error(
+                ("inner", "learning_rate"),
+                "meta_lstm starts its input gate, a sigmoid, at the inner learning rate: it must be below 1",
+                self.inner.learning_rate,
+            )
+        if self.inner.first_order_iterations and self.algorithm in ("fomaml", "reptile", "meta_lstm", "pretrain"):
             raise _field_error(
                 ("inner", "first_order_iterations"),
                 f"anneals first-order meta-gradients into second-order ones; algorithm {self.algorithm} has no second order. "

@@ -11,9 +11,10 @@ from workbench import runs
 from workbench.errors import ArgumentError
 from workbench.listing import format_duration, format_start
 from workbench.report.content import INTEGER, Cell, Preformatted, Section, Table, number, text
+from workbench.report.learned import learned_items
 from workbench.report.meta import meta_items
 from workbench.report.page import render_page
-from workbench.report.run_files import RunFiles, read_run
+from workbench.report.run_files import RunFiles, is_learned_optimizer, read_run
 from workbench.report.several import several_items
 from workbench.report.transfer import transfer_items
 
@@ -56,6 +57,8 @@ def run_section(run: RunFiles, index: int, adapt_sinusoid: bool, progress: Progr
     items: list = [_overview(run)]
     if run.kind == "transfer":
         items += transfer_items(run)
+    elif is_learned_optimizer(run.recipe):
+        items += learned_items(run)
     else:
         items += meta_items(run, adapt_sinusoid, progress)
     items.append(Preformatted(f"Resolved recipe ({run.path.name}/recipe.yaml)", run.recipe_text))

@@ -6,6 +6,7 @@ from typing import Any
 
 from workbench import runs
 from workbench.evaluation import plural
+from workbench.listing import finite
 from workbench.report import plotting
 from workbench.report.content import DECIMAL, INTEGER, SECONDS, Note, Picture, Table, metric_style, number, text
 from workbench.report.run_files import RunFiles
@@ -115,7 +116,9 @@ def test_picture(run: RunFiles) -> Picture:
         series.append(("workbench evaluate", evaluated, plotting.VALIDATION))
     figure, (ax,) = plotting.new_figure(width=7.0, height=3.6)
     for label, entries, colour in series:
-        entries = sorted(entries, key=lambda entry: entry["steps"])
+        entries = sorted((e for e in entries if finite(e["mean"]) and finite(e["ci95"])), key=lambda e: e["steps"])
+        if not entries:
+            continue
         steps = [entry["steps"] for entry in entries]
         means = [entry["mean"] for entry in entries]
         low = [entry["mean"] - entry["ci95"] for entry in entries]

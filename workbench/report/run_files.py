@@ -18,6 +18,7 @@ import yaml
 from workbench import runs
 from workbench.errors import RunError
 from workbench.listing import RunSummary, read_json, summarize
+from workbench.recipe.schema import LEARNED_OPTIMIZER
 
 KINDS = ("transfer", "meta")
 PHASE_COLUMN = "phase"
@@ -31,7 +32,8 @@ class RunFiles:
     summary: RunSummary
     manifest: dict[str, Any]
     metrics: dict[str, Any]  # empty when the run stopped before writing it
-    history: list[dict[str, Any]]  # one row per epoch or logged meta-iteration; `phase` a string, the rest floats
+    # One row per epoch or logged meta-iteration (none for a learned optimizer); `phase` a string, the rest floats.
+    history: list[dict[str, Any]]
     recipe: dict[str, Any]  # the resolved recipe.yaml as plain YAML
     recipe_text: str
     evaluation: dict[str, Any] | None  # what `workbench evaluate` wrote, if it ran
@@ -47,6 +49,10 @@ class RunFiles:
     def column(self, name: str) -> list[tuple[dict[str, Any], float]]:
         """`(row, value)` for each history row that has column `name`."""
         return [(row, row[name]) for row in self.history if name in row]
+
+
+def is_learned_optimizer(recipe: dict[str, Any]) -> bool:
+    return recipe.get("kind") == "meta" and recipe.get("algorithm") == LEARNED_OPTIMIZER
 
 
 def _optional_json(path: Path) -> dict[str, Any] | None:
@@ -110,8 +116,9 @@ def read_run(path: Path) -> RunFiles:
     if summary.kind not in KINDS:
         raise RunError(f"{path}: a {summary.kind} run; `workbench report` draws {' and '.join(KINDS)} runs")
     manifest = read_json(path / runs.MANIFEST_FILE)
-    history = _history(path, summary)
     recipe, recipe_text = _recipe(path)
+    # A learned optimizer logs no history: its training record and curves are all in metrics.json.
+    history = [] if is_learned_optimizer(recipe) else _history(path, summary)
     return RunFiles(
         path=path,
         summary=summary,

@@ -1,8 +1,8 @@
 """Training throughput of a workbench transfer phase, in each precision, against plain `model.compile` + `model.fit`.
 
-A recipe written to a temporary folder (synthetic glyphs, 64x64 RGB, a frozen
-`keras.applications.MobileNetV3Small` base with `weights: none` and a new head, or the
-built-in conv4 base with `--base conv4`) is loaded with `workbench.recipe.load_recipe`;
+A recipe written to a temporary folder (synthetic glyphs, 64x64 RGB by default, a frozen
+`keras.applications.MobileNetV3Small` base with `weights: none` and a new head, the
+built-in conv4 base with `--base conv4`, or ResNet50, whose convolutions dominate its step) is loaded with `workbench.recipe.load_recipe`;
 its data come from `workbench.data.datasets.load_image_splits` and its model from
 `workbench.transfer.build_transfer_model`. Three things are timed in the same process,
 alternating repetitions (workbench, keras, pipeline, workbench, keras, ...):
@@ -31,7 +31,8 @@ table gives medians over repetitions, and the ratio is the median of the paired
 workbench / keras ratios; the target is >= 0.97. Each side's first epoch (compile and tracing included) and whole call
 (with the workbench's reload of the best checkpoint and final validation) are shown too.
 
-    python benchmarks/finetune_speed.py [--base MobileNetV3Small|conv4] [--freeze all|none] [--reps 5] [--epochs 6]
+    python benchmarks/finetune_speed.py [--base MobileNetV3Small|conv4|ResNet50] [--freeze all|none] [--reps 5] [--epochs 6]
+        [--image-size 64]
         [--precisions float32 mixed_bfloat16] [--threads N] [--jit-compile]
 """
 
@@ -59,7 +60,7 @@ data:
   classes: {classes}
   samples: {samples}
   validation: 0.1
-  image_size: [64, 64]
+  image_size: [{image_size}, {image_size}]
   channels: 3
   batch_size: {batch_size}
 base: {base}
@@ -72,6 +73,7 @@ schedule:
 BASES = {
     "MobileNetV3Small": "{source: applications, name: MobileNetV3Small, weights: none}",
     "conv4": "{source: builtin, name: conv4, weights: none}",
+    "ResNet50": "{source: applications, name: ResNet50, weights: none}",
 }
 TARGET_RATIO = 0.97
 # Lower precisions: images per second over float32's, on CPUs with bfloat16 instructions.
@@ -85,7 +87,13 @@ def load(folder: Path, args):
     from workbench.recipe import load_recipe
 
     path = folder / "finetune_speed.yaml"
-    fields = {"classes": args.classes, "samples": args.samples, "batch_size": args.batch_size, "epochs": args.epochs}
+    fields = {
+        "classes": args.classes,
+        "samples": args.samples,
+        "batch_size": args.batch_size,
+        "epochs": args.epochs,
+        "image_size": args.image_size,
+    }
     jit = "true" if args.jit_compile else "false"
     path.write_text(RECIPE.format(base=BASES[args.base], freeze=args.freeze, jit_compile=jit, **fields))
     recipe = load_recipe(path)
@@ -200,6 +208,7 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--samples", type=int, default=120, help="images per class; 10%% go to validation")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--image-size", type=int, default=64, help="side of the square RGB images")
     parser.add_argument("--freeze", choices=["all", "none"], default="all", help="all: train the head only; none: fine-tune every layer")
     parser.add_argument(
         "--precisions", nargs="+", choices=PRECISIONS, default=["float32", "mixed_bfloat16"], help="recipe precisions of the workbench side"

@@ -15,10 +15,12 @@ import subprocess
 import sys
 import time
 
+import keras
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from workbench import interrupts, runs
+from workbench import callbacks, interrupts, resume, runs
 from workbench.cli import main
 from workbench.interrupts import Interrupted
 
@@ -251,3 +253,34 @@ def test_a_signal_ignored_on_purpose_stays_ignored():
             assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL  # SIGTERM is still handled
     finally:
         signal.signal(signal.SIGINT, outside)
+
+
+class _PointEpochs(keras.callbacks.Callback):
+    """After each epoch, the epoch of the latest resume point (the saver runs first)."""
+
+    def __init__(self, point):
+        super().__init__()
+        self.point, self.seen = point, []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seen.append((self.point.load_state() or {}).get("epoch"))
+
+
+@pytest.mark.parametrize("stop_after, expected", [(None, [1, 1, 1, 1, 5]), (3, [1, 1, 3])], ids=["to-the-end", "stopped-early"])
+def test_costly_resume_points_are_skipped_but_the_first_and_the_phase_s_last(tmp_path, monkeypatch, stop_after, expected):
+    """With no time to spare for writing, a phase writes its first epoch's point and its last one, early stopping's too."""
+    monkeypatch.setattr(callbacks.ResumeSaver, "MAX_OVERHEAD", 0.0)
+    run = runs.Run(tmp_path)
+    run.file(runs.CHECKPOINTS_DIR).mkdir(parents=True)
+    point = resume.ResumePoint(run)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    model.compile("adam", "mse")
+    seen = _PointEpochs(point)
+    x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
+    # As early stopping does, before the saver.
+    early = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: setattr(model, "stop_training", stop_after is not None and epoch + 1 >= stop_after)
+    )
+    model.fit(x, x[:, :2], epochs=5, verbose=0, callbacks=[early, callbacks.ResumeSaver(point, dict), seen])
+    assert seen.seen == expected

@@ -69,14 +69,17 @@ def _initial_values(initial_rate, seed):
     # Keras's LSTM layout: input, forget, cell and output gates; the forget gate's bias starts at 1.
     bias = np.zeros(4 * UNITS)
     bias[UNITS : 2 * UNITS] = 1.0
-    gate_kernel = keras.initializers.RandomUniform(-GATE_KERNEL_SCALE, GATE_KERNEL_SCALE, seed=seed + 2)
+
+    def gate_kernel(offset):  # reads [h, theta, the gate's previous value]
+        return keras.initializers.RandomUniform(-GATE_KERNEL_SCALE, GATE_KERNEL_SCALE, seed=seed + offset)((UNITS + 2, 1))
+
     return [
         kernel,
         recurrent,
         bias,
-        gate_kernel((UNITS + 2, 1)),
+        gate_kernel(2),
         np.full(1, _logit(initial_rate)),
-        keras.initializers.RandomUniform(-GATE_KERNEL_SCALE, GATE_KERNEL_SCALE, seed=seed + 3)((UNITS + 2, 1)),
+        gate_kernel(3),
         np.full(1, FORGET_BIAS),
     ]
 

@@ -100,6 +100,8 @@ runs_dir_option = click.option(
 def main():
     """Transfer learning and meta-learning from YAML recipes (Keras 3)."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    # TensorFlow's own INFO lines (e.g. "Assets written to: ..." on every SavedModel export) are not the workbench's to show.
+    logging.getLogger("tensorflow").setLevel(logging.WARNING)
 
 
 @main.command()

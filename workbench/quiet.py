@@ -2,8 +2,9 @@
 
 TensorFlow 2.21 prints its oneDNN notice and "Could not find cuda drivers"
 through absl before it reads `TF_CPP_MIN_LOG_LEVEL`, so the level alone does not
-silence them. They go to a temporary file while TensorFlow loads, and are shown
-only if the import fails.
+silence them; nor CUDA's "failed call to cuInit" on a machine without a GPU, when
+TensorFlow first looks for devices. Both go to a temporary file while TensorFlow
+loads and looks, and are shown only if that fails.
 """
 
 from __future__ import annotations
@@ -23,7 +24,10 @@ def import_tensorflow() -> None:
     with tempfile.TemporaryFile() as held:
         os.dup2(held.fileno(), 2)
         try:
-            import tensorflow  # noqa: F401
+            import tensorflow
+
+            # Looking for GPUs makes CUDA's "failed call to cuInit" line on machines without one: look now, held back too.
+            tensorflow.config.list_physical_devices("GPU")
         except BaseException:
             os.dup2(saved, 2)
             held.seek(0)

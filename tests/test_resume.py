@@ -284,3 +284,35 @@ def test_costly_resume_points_are_skipped_but_the_first_and_the_phase_s_last(tmp
     )
     model.fit(x, x[:, :2], epochs=5, verbose=0, callbacks=[early, callbacks.ResumeSaver(point, dict), seen])
     assert seen.seen == expected
+
+
+def test_the_best_checkpoint_on_disk_is_always_the_latest_resume_point_s_best(tmp_path, monkeypatch):
+    """Improving epochs are kept in memory; the file is written before each point and at the end of the phase."""
+    monkeypatch.setattr(callbacks.ResumeSaver, "MAX_OVERHEAD", 0.0)  # points after epochs 1 and 5 only
+    run = runs.Run(tmp_path)
+    run.file(runs.CHECKPOINTS_DIR).mkdir(parents=True)
+    point, path = resume.ResumePoint(run), tmp_path / "best.npz"
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    model.compile(keras.optimizers.SGD(0.05), "mse")
+    checkpoint = callbacks.BestCheckpoint(path, "loss")
+    weights, on_disk = [], []
+
+    def record(epoch, logs):
+        weights.append([w.numpy().copy() for w in model.weights])
+        on_disk.append(point.load_state()["best_epoch"] if path.exists() else None)
+        if path.exists():
+            saved = runs.load_arrays(path)
+            best = point.load_state()["best_epoch"]
+            for index, value in enumerate(weights[best - 1]):
+                np.testing.assert_array_equal(saved[f"arr_{index}"], value)
+
+    saver = callbacks.ResumeSaver(point, lambda: {"best": checkpoint.best, "best_epoch": checkpoint.best_epoch}, checkpoint)
+    x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
+    model.fit(x, x[:, :2], epochs=5, verbose=0, callbacks=[checkpoint, saver, keras.callbacks.LambdaCallback(on_epoch_end=record)])
+    assert checkpoint.best_epoch == 5  # the loss fell every epoch
+    assert on_disk == [1, 1, 1, 1, 5]
+    model.set_weights(weights[0])
+    checkpoint.restore(model)
+    for value, expected in zip(model.get_weights(), weights[4], strict=True):
+        np.testing.assert_array_equal(value, expected)

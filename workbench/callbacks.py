@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from workbench import interrupts, resume, runs
 from workbench.errors import TrainingError
@@ -21,22 +22,33 @@ def _improves(monitor: str, value: float, best: float | None) -> bool:
 class BestCheckpoint(keras.callbacks.Callback):
     """Keep the weights of the best epoch by `monitor` (higher for accuracies, lower otherwise).
 
-    They go to an `.npz` file through a rename: a tenth of the time of an `.h5`
-    save on a MobileNet, which showed in fine-tuning throughput.
+    They are copied in memory when an epoch improves, and go to an `.npz` file
+    (through a rename) when `flush` is called: by the resume saver before each
+    resume point, so that the file always matches the best of the latest point,
+    and at the end of the phase. A copy costs a third of a durable write
+    (ResNet50: 0.15 against 0.5 s).
     """
 
     def __init__(self, path: Path, monitor: str, best: float | None = None, best_epoch: int | None = None):
         super().__init__()
         self.path, self.monitor, self.best, self.best_epoch = Path(path), monitor, best, best_epoch
+        self._unsaved: list | None = None
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)
         if value is not None and _improves(self.monitor, float(value), self.best):
             self.best, self.best_epoch = float(value), epoch + 1
-            runs.save_variables(self.model.weights, self.path)
+            self._unsaved = [np.array(weight.numpy()) for weight in self.model.weights]
+
+    def flush(self) -> None:
+        """Write the best weights kept since the last flush, if any."""
+        if self._unsaved is not None:
+            runs.save_arrays(self.path, {f"arr_{index}": value for index, value in enumerate(self._unsaved)})
+            self._unsaved = None
 
     def restore(self, model: keras.Model) -> None:
-        """Load the best weights into `model`, if any epoch was kept."""
+        """Write the best weights, then load them into `model`, if any epoch was kept."""
+        self.flush()
         if self.path.exists():
             runs.load_variables(model.weights, self.path)
 
@@ -107,14 +119,15 @@ class ResumeSaver(keras.callbacks.Callback):
     A phase's last epoch always writes one.
 
     It must come after the callbacks whose state it records (best checkpoint,
-    early stopping, history), which Keras calls in list order.
+    early stopping, history), which Keras calls in list order; it writes the
+    best checkpoint's weights before the point.
     """
 
     MAX_OVERHEAD = 0.1
 
-    def __init__(self, point: resume.ResumePoint, state):
+    def __init__(self, point: resume.ResumePoint, state, checkpoint: BestCheckpoint | None = None):
         super().__init__()
-        self.point, self.state = point, state
+        self.point, self.state, self.checkpoint = point, state, checkpoint
         self._write_seconds = 0.0
         self._since = time.perf_counter()
 
@@ -126,6 +139,9 @@ class ResumeSaver(keras.callbacks.Callback):
         started = time.perf_counter()
         if not last and self._write_seconds > self.MAX_OVERHEAD * (started - self._since):
             return
+
+        if self.checkpoint is not None:
+            self.checkpoint.flush()  # before the point that records its best
 
         def write(folder: Path) -> None:
             runs.save_variables(self.model.variables, folder / runs.MODEL_VARIABLES)

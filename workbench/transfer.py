@@ -231,6 +231,7 @@ def fit_phase(
                     "history_rows": len(history.rows),
                     "phases": completed or [],
                 },
+                checkpoint,
             )
         )
     first_epoch = sum(earlier.epochs for earlier in recipe.schedule[:index])  # epochs count over the whole schedule

@@ -43,7 +43,7 @@ class BestCheckpoint(keras.callbacks.Callback):
     def flush(self) -> None:
         """Write the best weights kept since the last flush, if any."""
         if self._unsaved is not None:
-            runs.save_arrays(self.path, {f"arr_{index}": value for index, value in enumerate(self._unsaved)})
+            runs.save_values(self._unsaved, self.path)
             self._unsaved = None
 
     def restore(self, model: keras.Model) -> None:

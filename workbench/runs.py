@@ -97,7 +97,12 @@ def load_arrays(path: Path) -> dict[str, np.ndarray]:
 
 def save_variables(variables: Sequence, path: Path) -> None:
     """Save a list of variables (a model's, an optimizer's) by position."""
-    save_arrays(path, {f"arr_{index}": np.asarray(variable.numpy()) for index, variable in enumerate(variables)})
+    save_values([variable.numpy() for variable in variables], path)
+
+
+def save_values(values: Sequence, path: Path) -> None:
+    """Save arrays copied from a list of variables earlier, as `save_variables` would have saved them then."""
+    save_arrays(path, {f"arr_{index}": np.asarray(value) for index, value in enumerate(values)})
 
 
 def load_variables(variables: Sequence, path: Path) -> None:

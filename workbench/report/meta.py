@@ -108,6 +108,11 @@ def validation_picture(run: RunFiles) -> Picture:
     return plotting.picture(figure, "meta-validation", "Meta-validation", caption, f"meta-validation {metric} over iterations")
 
 
+def drawable(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Evaluation entries with a number for mean and interval, by step count: a diverged run's null means leave gaps."""
+    return sorted((entry for entry in entries if finite(entry["mean"]) and finite(entry["ci95"])), key=lambda entry: entry["steps"])
+
+
 def test_picture(run: RunFiles) -> Picture:
     metric = metric_of(run)
     series = [("end of the run", run.metrics["evaluation"], plotting.TRAINING)]
@@ -116,7 +121,7 @@ def test_picture(run: RunFiles) -> Picture:
         series.append(("workbench evaluate", evaluated, plotting.VALIDATION))
     figure, (ax,) = plotting.new_figure(width=7.0, height=3.6)
     for label, entries, colour in series:
-        entries = sorted((e for e in entries if finite(e["mean"]) and finite(e["ci95"])), key=lambda e: e["steps"])
+        entries = drawable(entries)
         if not entries:
             continue
         steps = [entry["steps"] for entry in entries]

@@ -8,10 +8,9 @@ import yaml
 
 from workbench import runs
 from workbench.evaluation import plural
-from workbench.listing import finite
 from workbench.report import plotting
 from workbench.report.content import COUNT, PERCENT, Note, Picture, Table, metric_style, number, text
-from workbench.report.meta import ITERATION, metric_of, percent_axis
+from workbench.report.meta import ITERATION, drawable, metric_of, percent_axis
 from workbench.report.run_files import RunFiles
 from workbench.report.transfer import transfer_rows
 
@@ -94,10 +93,7 @@ def meta_overlay(metric: str, group: list[RunFiles], colours: dict[str, str]) ->
         points = [(row[ITERATION], value) for row, value in run.column(f"val_{metric}") if ITERATION in row]
         if points:
             validation.plot(*zip(*points, strict=True), color=colours[run.name], marker="o", markersize=3, linewidth=1.6, label=run.name)
-        # A diverged run's null means leave gaps: only figures that are numbers are drawn.
-        entries = sorted(
-            (e for e in run.metrics.get("evaluation", []) if finite(e["mean"]) and finite(e["ci95"])), key=lambda e: e["steps"]
-        )
+        entries = drawable(run.metrics.get("evaluation", []))
         if entries:
             steps = [entry["steps"] for entry in entries]
             test.fill_between(

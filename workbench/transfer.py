@@ -26,6 +26,7 @@ from workbench.history import HistoryFile
 from workbench.models import freezing
 from workbench.models.bases import BACKBONE, build_backbone
 from workbench.models.classifier import build_classifier, build_multi_head
+from workbench.models.fused_batchnorm import fused_batchnorm
 from workbench.optimizers import learning_rate, make_optimizer
 from workbench.resume import ResumePoint
 
@@ -241,15 +242,16 @@ def fit_phase(
     epochs = initial_epoch
     clock = (time.perf_counter(), time.process_time())
     if initial_epoch < phase.epochs and not stopped:
-        fitted = model.fit(
-            data.train,
-            validation_data=validation,
-            initial_epoch=initial_epoch,
-            epochs=phase.epochs,
-            callbacks=chain,
-            shuffle=False,  # the pipeline shuffles, with the recipe's seed
-            verbose=1 if sys.stdout.isatty() else 2,
-        )
+        with fused_batchnorm(model):
+            fitted = model.fit(
+                data.train,
+                validation_data=validation,
+                initial_epoch=initial_epoch,
+                epochs=phase.epochs,
+                callbacks=chain,
+                shuffle=False,  # the pipeline shuffles, with the recipe's seed
+                verbose=1 if sys.stdout.isatty() else 2,
+            )
         epochs += len(fitted.epoch)
     spent = {"training_seconds": time.perf_counter() - clock[0], "training_cpu_seconds": time.process_time() - clock[1]}
     checkpoint.restore(model)

@@ -65,6 +65,7 @@ class AnyWayLearner:
         rate_kind, self.rates = self._inner_rates([weights[i] for i in adapted], meta_head)
         self._task = TaskStep(
             self.model,
+            self.model,  # shares the learner's layers, so it has no fused twin
             algorithm=learner.algorithm,
             loss=learner.loss,
             inner_steps=learner.inner_steps,

@@ -10,18 +10,23 @@ second-order MAML meta-gradients through BatchNormalization come out wrong.
 Saved models should only contain standard layers: meta-learners train with
 `with_exact_batchnorm(model)` and export with `with_standard_batchnorm(model)`,
 which swap the layer class and copy every weight (moving statistics included).
+`with_fused_batchnorm(model)` makes the twin that runs the passes a meta step
+differentiates only once (the query set, first-order inner loops) through
+TensorFlow's fused kernel.
 """
 
 import keras
 from keras import ops
 
 from workbench.errors import ArgumentError
+from workbench.models.fused_batchnorm import FusedBatchNormalization
 from workbench.models.layers import all_layers
 
 __all__ = [
     "ExactBatchNormalization",
     "with_exact_batchnorm",
     "with_standard_batchnorm",
+    "with_fused_batchnorm",
     "has_batchnorm",
     "set_moving_statistics",
 ]
@@ -97,6 +102,15 @@ def with_standard_batchnorm(model):
     without registering any custom object.
     """
     return _convert(model, keras.layers.BatchNormalization, "with_standard_batchnorm")
+
+
+def with_fused_batchnorm(model):
+    """Returns a clone of `model` whose BatchNormalization layers run the fused kernel.
+
+    Same weights and outputs; its gradients are exact but cannot be
+    differentiated again (see `FusedBatchNormalization`).
+    """
+    return _convert(model, FusedBatchNormalization, "with_fused_batchnorm")
 
 
 def set_moving_statistics(model, x):

@@ -16,7 +16,12 @@ class TaskStep:
     """The per-task graphs of a learner's algorithm.
 
     Args:
-        model: the Keras model the fast weights run through (`stateless_call`).
+        model: the Keras model the fast weights run through (`stateless_call`)
+            where a pass is differentiated twice (second-order inner loops).
+        first_order_model: the same network with the same weights order, for
+            the passes differentiated at most once: the query set, first-order
+            inner loops. Its BatchNorm may run a kernel whose gradient has no
+            gradient of its own (`FusedBatchNormalization`).
         algorithm: "maml", "fomaml", "anil", "metasgd", "reptile" or "meta_lstm".
         loss: a key of `adapt.LOSSES`.
         inner_steps: inner gradient steps in meta-training.
@@ -30,8 +35,23 @@ class TaskStep:
             (BatchNorm statistics) whose new values a task reports.
     """
 
-    def __init__(self, model, *, algorithm, loss, inner_steps, first_order, weight_count, adapted, rate_kind, fixed_rate, float_state):
-        self.model, self.algorithm, self.loss = model, algorithm, loss
+    def __init__(
+        self,
+        model,
+        first_order_model,
+        *,
+        algorithm,
+        loss,
+        inner_steps,
+        first_order,
+        weight_count,
+        adapted,
+        rate_kind,
+        fixed_rate,
+        float_state,
+    ):
+        self.model, self.first_order_model = model, first_order_model
+        self.algorithm, self.loss = algorithm, loss
         self.inner_steps, self.first_order = inner_steps, first_order
         self.weight_count, self.adapted, self.float_state = weight_count, adapted, float_state
         self.rate_kind, self.fixed_rate = rate_kind, fixed_rate
@@ -40,7 +60,7 @@ class TaskStep:
         """Fast weights after `steps` inner steps on `(x, y)`, and the state of the first forward pass."""
         rates = meta_values[self.weight_count :] if self.rate_kind != "fixed" else self.fixed_rate
         return inner.inner_loop(
-            self.model,
+            self.first_order_model if first_order else self.model,
             meta_values[: self.weight_count],
             state,
             x,
@@ -56,7 +76,7 @@ class TaskStep:
 
     def query(self, weights, state, x, y):
         """`(loss, metric, new_state)` of `weights` on a query set (batch statistics, as in the MAML paper)."""
-        predictions, new_state = self.model.stateless_call(weights, state, x, training=True)
+        predictions, new_state = self.first_order_model.stateless_call(weights, state, x, training=True)
         loss, metric = inner.loss_and_metric(self.loss, y, predictions)
         return loss, metric, new_state
 

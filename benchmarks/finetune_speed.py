@@ -31,7 +31,8 @@ table gives medians over repetitions, and the ratio is the median of the paired
 workbench / keras ratios; the target is >= 0.97. Each side's first epoch (compile and tracing included) and whole call
 (with the workbench's reload of the best checkpoint and final validation) are shown too.
 
-    python benchmarks/finetune_speed.py [--base MobileNetV3Small|conv4|ResNet50] [--freeze all|none] [--reps 5] [--epochs 6]
+    python benchmarks/finetune_speed.py [--base MobileNetV3Small|conv4|ResNet50] [--freeze all|none] [--batchnorm frozen|train]
+        [--reps 5] [--epochs 6]
         [--image-size 64]
         [--precisions float32 mixed_bfloat16] [--threads N] [--jit-compile]
 """
@@ -64,7 +65,7 @@ data:
   channels: 3
   batch_size: {batch_size}
 base: {base}
-freeze: {{layers: {freeze}, batchnorm: frozen}}
+freeze: {{layers: {freeze}, batchnorm: {batchnorm}}}
 jit_compile: {jit_compile}
 head: {{dropout: 0.2}}
 schedule:
@@ -95,7 +96,7 @@ def load(folder: Path, args):
         "image_size": args.image_size,
     }
     jit = "true" if args.jit_compile else "false"
-    path.write_text(RECIPE.format(base=BASES[args.base], freeze=args.freeze, jit_compile=jit, **fields))
+    path.write_text(RECIPE.format(base=BASES[args.base], freeze=args.freeze, batchnorm=args.batchnorm, jit_compile=jit, **fields))
     recipe = load_recipe(path)
     return recipe, load_image_splits(recipe.data, recipe.seed)
 
@@ -211,6 +212,12 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=64, help="side of the square RGB images")
     parser.add_argument("--freeze", choices=["all", "none"], default="all", help="all: train the head only; none: fine-tune every layer")
     parser.add_argument(
+        "--batchnorm",
+        choices=["frozen", "train"],
+        default="frozen",
+        help="the recipe's freeze.batchnorm (train: batch statistics, the fused kernel)",
+    )
+    parser.add_argument(
         "--precisions", nargs="+", choices=PRECISIONS, default=["float32", "mixed_bfloat16"], help="recipe precisions of the workbench side"
     )
     parser.add_argument("--threads", type=int, default=0, help="TensorFlow intra- and inter-op threads (default: its own)")
@@ -234,7 +241,7 @@ def main() -> None:
         print(f"versions: tensorflow={tf.__version__} keras={keras.__version__}")
         print(f"threads: {args.threads or 'framework default'}; XLA: {args.jit_compile}; CPU: {cpu_model()}")
         print(
-            f"base {args.base} (freeze: {args.freeze}): {images} training and {data.counts['validation']} validation images "
+            f"base {args.base} (freeze: {args.freeze}, batchnorm: {args.batchnorm}): {images} training and {data.counts['validation']} validation images "
             f"{data.image_shape}, batch {recipe.data.batch_size}, {trainable} trainable of {template.count_params()} parameters, "
             f"{args.epochs} epochs per repetition"
         )

@@ -46,28 +46,37 @@ def _forward_and_gradients(layer, x, upstream, training):
 
 
 @pytest.mark.parametrize("policy, tolerance", [("float32", 1e-4), ("mixed_bfloat16", 2e-2)])
-@pytest.mark.parametrize("training", [True, False])
-def test_fused_layer_matches_keras_batchnorm(policy, tolerance, training):
+def test_fused_layer_matches_keras_batchnorm_in_training(policy, tolerance):
     shape = (6, 5, 5, 4)
     rng = np.random.default_rng(1)
     x = tf.constant(rng.normal(2.0, 3.0, shape).astype("float32"))
     upstream = tf.constant(rng.normal(size=shape).astype("float32"))
     stock, fused = _pair(shape, policy)
-    expected = _forward_and_gradients(stock, x, upstream, training)
-    found = _forward_and_gradients(fused, x, upstream, training)
+    expected = _forward_and_gradients(stock, x, upstream, training=True)
+    found = _forward_and_gradients(fused, x, upstream, training=True)
     names = ["outputs", "d/dx", "d/dgamma", "d/dbeta", "moving mean", "moving variance"]
     for name, a, b in zip(names, expected, found, strict=True):
         np.testing.assert_allclose(b, a, rtol=tolerance, atol=tolerance, err_msg=name)
-    ops = _op_types(tf.function(lambda t: fused(t, training=training)).get_concrete_function(x))
-    assert FUSED_OP in ops
+    assert FUSED_OP in _op_types(tf.function(lambda t: fused(t, training=True)).get_concrete_function(x))
 
 
-@pytest.mark.parametrize("shape, dtype", [((6, 4), "float32"), ((6, 3, 3, 4), "float64")])
-def test_inputs_the_kernel_cannot_take_fall_back_to_keras(shape, dtype):
+@pytest.mark.parametrize(
+    "shape, dtype, training, trainable",
+    [
+        ((6, 4), "float32", True, True),  # not an image
+        ((6, 3, 3, 4), "float64", True, True),  # a dtype the kernel lacks
+        ((6, 3, 3, 4), "float32", False, True),  # inference mode
+        ((6, 3, 3, 4), "float32", True, False),  # frozen: inference mode too
+    ],
+    ids=["rank-2", "float64", "inference", "frozen"],
+)
+def test_calls_the_kernel_does_not_serve_are_keras_own(shape, dtype, training, trainable):
     stock, fused = _pair(shape, dtype)
+    stock.trainable = fused.trainable = trainable
     x = tf.constant(np.random.default_rng(2).normal(size=shape), dtype)
-    np.testing.assert_array_equal(fused(x, training=True).numpy(), stock(x, training=True).numpy())
-    assert FUSED_OP not in _op_types(tf.function(lambda t: fused(t, training=True)).get_concrete_function(x))
+    np.testing.assert_array_equal(fused(x, training=training).numpy(), stock(x, training=training).numpy())
+    np.testing.assert_array_equal(fused.moving_variance.numpy(), stock.moving_variance.numpy())
+    assert FUSED_OP not in _op_types(tf.function(lambda t: fused(t, training=training)).get_concrete_function(x))
 
 
 def test_fused_batchnorm_switches_layers_only_while_inside(tmp_path):

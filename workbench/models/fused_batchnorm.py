@@ -33,15 +33,18 @@ _FUSED_DTYPES = ("float16", "bfloat16", "float32")
 
 @keras.saving.register_keras_serializable(package="workbench")
 class FusedBatchNormalization(keras.layers.BatchNormalization):
-    """`keras.layers.BatchNormalization` computed by `FusedBatchNormV3` where the kernel applies.
+    """`keras.layers.BatchNormalization` computed by `FusedBatchNormV3` where the kernel pays.
 
-    The kernel applies to 4-D channels-last inputs of a floating dtype,
-    without mask, renormalisation or synchronized moments, and with
-    `epsilon >= 1.001e-5`; elsewhere the layer is Keras's own.
+    The kernel serves training-mode calls of a trainable layer on 4-D
+    channels-last inputs of a floating dtype, without mask, renormalisation
+    or synchronized moments, and with `epsilon >= 1.001e-5`. Elsewhere the
+    layer is Keras's own, inference mode included: there Keras's two
+    element-wise operations were as fast in float32, and the kernel slower in
+    bfloat16 (ResNet50 with frozen BatchNorm, benchmarks/RESULTS.md).
     """
 
     def call(self, inputs, training=None, mask=None):
-        if not self._fusable(inputs, mask):
+        if not (training and self.trainable) or not self._fusable(inputs, mask):
             return super().call(inputs, training=training, mask=mask)
         import tensorflow as tf
 
@@ -49,17 +52,6 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         gamma = self.gamma if self.scale else keras.ops.ones((channels,), "float32")
         beta = self.beta if self.center else keras.ops.zeros((channels,), "float32")
         gamma, beta = tf.cast(gamma, "float32"), tf.cast(beta, "float32")
-        if not (training and self.trainable):
-            outputs, _, _ = tf.compat.v1.nn.fused_batch_norm(
-                inputs,
-                gamma,
-                beta,
-                mean=tf.cast(self.moving_mean, "float32"),
-                variance=tf.cast(self.moving_variance, "float32"),
-                epsilon=self.epsilon,
-                is_training=False,
-            )
-            return tf.cast(outputs, self.compute_dtype)
         outputs, mean, corrected_variance = tf.compat.v1.nn.fused_batch_norm(inputs, gamma, beta, epsilon=self.epsilon, is_training=True)
         # The kernel normalises with the batch variance but returns it with
         # Bessel's correction; Keras's moving variance averages the batch variance.

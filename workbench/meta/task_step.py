@@ -20,8 +20,8 @@ class TaskStep:
             where a pass is differentiated twice (second-order inner loops).
         first_order_model: the same network with the same weights order, for
             the passes differentiated at most once: the query set, first-order
-            inner loops. Its BatchNorm may run a kernel whose gradient has no
-            gradient of its own (`FusedBatchNormalization`).
+            inner loops. Its BatchNorm may run a kernel that is fast to
+            differentiate once only (`FusedBatchNormalization`).
         algorithm: "maml", "fomaml", "anil", "metasgd", "reptile" or "meta_lstm".
         loss: a key of `adapt.LOSSES`.
         inner_steps: inner gradient steps in meta-training.

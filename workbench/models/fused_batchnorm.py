@@ -9,9 +9,10 @@ and one backward that reads bfloat16 and float16 activations directly
 
 `FusedBatchNormalization` is the Keras layer with that kernel in `call`: the
 same weights, arguments, outputs (up to float rounding), gradients and moving
-statistics. Its gradient is the kernel's own and cannot be differentiated
-again, so second-order MAML keeps its exact BatchNorm on the passes it
-differentiates twice.
+statistics. Its gradient is the kernel's own; differentiating that again goes
+through TensorFlow's composite of separate operations, no faster than the
+exact BatchNorm's, so second-order MAML keeps its exact BatchNorm on the
+passes it differentiates twice.
 
 Saved models hold only standard layers. Transfer training switches the
 layers' class for the time of a fit (`fused_batchnorm`), and meta-learners

@@ -22,6 +22,7 @@ run a clone (`with_fused_batchnorm` in `workbench.meta.batchnorm`).
 import contextlib
 
 import keras
+import tensorflow as tf
 
 from workbench.models.layers import all_layers
 
@@ -45,10 +46,8 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     """
 
     def call(self, inputs, training=None, mask=None):
-        if not (training and self.trainable) or not self._fusable(inputs, mask):
+        if not self._fusable(inputs, training, mask):
             return super().call(inputs, training=training, mask=mask)
-        import tensorflow as tf
-
         channels = inputs.shape[-1]
         gamma = self.gamma if self.scale else keras.ops.ones((channels,), "float32")
         beta = self.beta if self.center else keras.ops.zeros((channels,), "float32")
@@ -63,9 +62,12 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         self.moving_variance.assign(tf.cast(self.moving_variance, "float32") * momentum + variance * (1.0 - momentum))
         return tf.cast(outputs, self.compute_dtype)
 
-    def _fusable(self, inputs, mask):
+    def _fusable(self, inputs, training, mask):
+        """Whether the kernel serves this call (see the class docstring)."""
         return (
-            keras.backend.backend() == "tensorflow"
+            bool(training)
+            and self.trainable
+            and keras.backend.backend() == "tensorflow"
             and mask is None
             and not self.synchronized
             and not self.renorm
